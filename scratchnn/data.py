@@ -1,0 +1,257 @@
+"""Data for Noise2Noise: clean photographs, noise models and noisy pairs.
+
+Images are stored the way the course stores them: ``uint8`` tensors of shape
+(N, 3, H, W) with values 0..255. Noise is added to float images in [0, 1],
+then clipped and rounded back to ``uint8``. Everything random is drawn from
+a ``torch.Generator`` seeded by the caller, so a seed always gives the same data.
+"""
+import pickle
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+# Natural RGB photographs that ship inside the scikit-image and scikit-learn
+# wheels, so the book needs no download. Scientific images (Hubble, retina,
+# microscopy) are left out: large black or unnatural areas would teach the
+# network little about photographs. The validation photographs (a cat's fur,
+# a flower) are never cropped for training, so validation PSNR measures how
+# well the denoiser generalises to images it has not seen.
+TRAIN_PHOTOS = ("astronaut", "coffee", "rocket", "motorcycle", "china")
+VALIDATION_PHOTOS = ("chelsea", "flower")
+
+
+def _sklearn_photo(filename):
+    from sklearn.datasets import load_sample_image
+    return load_sample_image(filename)
+
+
+def _skimage_photo(name):
+    import skimage.data
+    if name == "motorcycle":
+        return skimage.data.stereo_motorcycle()[0]  # the left view of a stereo pair
+    return getattr(skimage.data, name)()
+
+
+_PHOTO_READERS = {
+    "astronaut": lambda: _skimage_photo("astronaut"),
+    "coffee": lambda: _skimage_photo("coffee"),
+    "rocket": lambda: _skimage_photo("rocket"),
+    "motorcycle": lambda: _skimage_photo("motorcycle"),
+    "chelsea": lambda: _skimage_photo("chelsea"),
+    "china": lambda: _sklearn_photo("china.jpg"),
+    "flower": lambda: _sklearn_photo("flower.jpg"),
+}
+
+
+@lru_cache(maxsize=None)
+def _cached_photo(name):
+    if name not in _PHOTO_READERS:
+        raise ValueError(f"unknown photo {name!r}; expected one of {sorted(_PHOTO_READERS)}")
+    return images_to_uint8_chw(_PHOTO_READERS[name]()[None])[0]
+
+
+def load_photo(name):
+    """Return the named photograph as a uint8 tensor of shape (3, H, W)."""
+    return _cached_photo(name).clone()  # a copy, so callers cannot spoil the cache
+
+
+def to_float(images):
+    """Scale images with values 0..255 (uint8 or float) to floats in [0, 1]."""
+    if not images.is_floating_point():
+        images = images.to(torch.float32)
+    return images / 255
+
+
+def to_uint8(images):
+    """Turn float images in [0, 1] into uint8 values 0..255 (clipped, rounded)."""
+    return (images * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+@dataclass(frozen=True)
+class GaussianNoise:
+    """Additive white Gaussian noise with standard deviation ``sigma``.
+
+    ``sigma`` is on the [0, 1] scale: 25/255 is the Noise2Noise paper's setting.
+    """
+    sigma: float = 25 / 255
+
+    def __call__(self, clean, generator):
+        noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype) * self.sigma
+        return (clean + noise).clamp(0, 1)
+
+
+@dataclass(frozen=True)
+class PoissonNoise:
+    """Photon (shot) noise: a pixel of intensity x counts Poisson(peak * x) photons.
+
+    ``peak`` is the expected photon count of a white pixel. The noisy value is
+    count / peak, so its mean is x and its variance x / peak: brighter pixels
+    are noisier, and a smaller ``peak`` means more noise overall.
+    """
+    peak: float = 30.0
+
+    def __call__(self, clean, generator):
+        counts = torch.poisson(clean * self.peak, generator=generator)
+        return (counts / self.peak).clamp(0, 1)
+
+
+def noise_from_spec(spec):
+    """Build a noise model from text: ``"gaussian:25"`` (sigma in 0..255 units)
+    or ``"poisson:30"`` (peak photon count)."""
+    kind, _, value = spec.partition(":")
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if kind not in ("gaussian", "poisson") or not number > 0:
+        raise ValueError(f"bad noise spec {spec!r}: expected 'gaussian:SIGMA' (SIGMA in 0..255, "
+                         "e.g. 'gaussian:25') or 'poisson:PEAK' (e.g. 'poisson:30'), with a positive number")
+    return GaussianNoise(number / 255) if kind == "gaussian" else PoissonNoise(number)
+
+
+def add_noise(clean, noise, generator, chunk_size=1024):
+    """Return a noisy uint8 copy of the uint8 images ``clean``.
+
+    Works through the images in chunks so that 50,000 crops never need
+    several gigabytes of float32 memory at once.
+    """
+    noisy = torch.empty_like(clean)
+    for start in range(0, len(clean), chunk_size):
+        part = to_float(clean[start:start + chunk_size])
+        noisy[start:start + chunk_size] = to_uint8(noise(part, generator))
+    return noisy
+
+
+def _noisy_pairs(clean, noise, generator, return_clean):
+    """Two independent noisy copies of the same clean images (and the clean ones if asked)."""
+    noisy_a = add_noise(clean, noise, generator)
+    noisy_b = add_noise(clean, noise, generator)  # the generator has moved on: fresh noise
+    return (noisy_a, noisy_b, clean) if return_clean else (noisy_a, noisy_b)
+
+
+def _crop_many(photo, tops, lefts, size):
+    """Cut crops of ``size``x``size`` at the given corners out of one (3, H, W) photo."""
+    offsets = torch.arange(size)
+    rows = (tops[:, None] + offsets)[:, :, None]   # (n, size, 1)
+    cols = (lefts[:, None] + offsets)[:, None, :]  # (n, 1, size)
+    return photo[:, rows, cols].permute(1, 0, 2, 3)  # (3, n, size, size) -> (n, 3, size, size)
+
+
+def _flip_or_rotate(crops, which):
+    """Apply one of the 8 symmetries of a square: ``which`` quarter turns, mirrored if >= 4."""
+    crops = torch.rot90(crops, which % 4, dims=(2, 3))
+    return crops.flip(3) if which >= 4 else crops
+
+
+def _random_crops(num_crops, photos, crop_size, augment, generator):
+    images = [_cached_photo(name) for name in photos]
+    if crop_size > min(min(image.shape[1:]) for image in images):
+        raise ValueError(f"crop_size={crop_size} is larger than one of the photos {photos}")
+    # Each crop: a photo chosen uniformly, then a corner chosen uniformly inside it.
+    which = torch.randint(len(images), (num_crops,), generator=generator)
+    heights = torch.tensor([image.shape[1] for image in images])[which]
+    widths = torch.tensor([image.shape[2] for image in images])[which]
+    tops = (torch.rand(num_crops, generator=generator) * (heights - crop_size + 1)).long()
+    lefts = (torch.rand(num_crops, generator=generator) * (widths - crop_size + 1)).long()
+    crops = torch.empty(num_crops, 3, crop_size, crop_size, dtype=torch.uint8)
+    for index, image in enumerate(images):
+        chosen = which == index
+        crops[chosen] = _crop_many(image, tops[chosen], lefts[chosen], crop_size)
+    if augment:
+        symmetry = torch.randint(8, (num_crops,), generator=generator)
+        for index in range(8):
+            chosen = symmetry == index
+            crops[chosen] = _flip_or_rotate(crops[chosen], index)
+    return crops
+
+
+def make_crops(num_crops, seed=0, crop_size=32, augment=False, photos=TRAIN_PHOTOS):
+    """Clean random crops, uint8 (N, 3, crop_size, crop_size).
+
+    The same seed and arguments give exactly the clean crops behind
+    ``make_noise2noise_pairs``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    return _random_crops(num_crops, photos, crop_size, augment, generator)
+
+
+def make_noise2noise_pairs(num_pairs, seed=0, noise=GaussianNoise(), crop_size=32,
+                           augment=False, photos=TRAIN_PHOTOS, return_clean=False):
+    """Training data: two independent noisy copies of the same random crops.
+
+    Returns ``(noisy_a, noisy_b)``, uint8 (N, 3, crop_size, crop_size), like the
+    course's ``train_data.pkl``; with ``return_clean=True`` also the clean crops
+    (for a Noise2Clean comparison). ``augment`` adds random flips and 90° turns.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    clean = _random_crops(num_pairs, photos, crop_size, augment, generator)
+    return _noisy_pairs(clean, noise, generator, return_clean)
+
+
+def make_validation_set(num_images=1000, seed=0, noise=GaussianNoise(), crop_size=32,
+                        photos=VALIDATION_PHOTOS):
+    """Validation data ``(noisy, clean)``, uint8 (N, 3, crop_size, crop_size),
+    from photographs held out of training, like the course's ``val_data.pkl``."""
+    generator = torch.Generator().manual_seed(seed)
+    clean = _random_crops(num_images, photos, crop_size, False, generator)
+    return add_noise(clean, noise, generator), clean
+
+
+def load_course_data(path):
+    """Read the course's ``train_data.pkl`` or ``val_data.pkl``.
+
+    Both hold a tuple of two uint8 tensors of the same shape (N, 3, H, W):
+    (noisy, noisy) for training, (noisy, clean) for validation. Raises a
+    ValueError that says what was expected and what the file holds.
+    """
+    expected = "a tuple of two uint8 tensors of the same shape (N, 3, H, W)"
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise ValueError(f"{path}: expected {expected}, but the file could not be read ({error})") from None
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        found = f"a {type(data).__name__}" + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else "")
+        raise ValueError(f"{path}: expected {expected}, found {found}")
+    for name, tensor in zip(("first", "second"), data):
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"{path}: expected {expected}, the {name} item is a {type(tensor).__name__}")
+        if tensor.dtype != torch.uint8:  # uint8 also guarantees values 0..255
+            raise ValueError(f"{path}: expected {expected}, the {name} tensor has dtype {tensor.dtype}")
+        if tensor.ndim != 4 or tensor.shape[1] != 3:
+            raise ValueError(f"{path}: expected {expected}, the {name} tensor has shape {tuple(tensor.shape)}")
+    if data[0].shape != data[1].shape:
+        raise ValueError(f"{path}: expected {expected}, found shapes "
+                         f"{tuple(data[0].shape)} and {tuple(data[1].shape)}")
+    return data[0], data[1]
+
+
+def images_to_uint8_chw(images):
+    """Turn uint8 images (N, H, W, 3) -- numpy or torch, as CIFAR-10 and image files
+    store them -- into a uint8 tensor (N, 3, H, W), as PyTorch expects."""
+    if not isinstance(images, torch.Tensor):
+        images = torch.tensor(images)  # copies, so the caller's array is never shared
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        raise ValueError(f"expected uint8 images of shape (N, H, W, 3), "
+                         f"got {images.dtype} of shape {tuple(images.shape)}")
+    return images.permute(0, 3, 1, 2).contiguous()
+
+
+def noise2noise_pairs_from_images(images, num_pairs, seed=0, noise=GaussianNoise(), return_clean=False):
+    """Noisy pairs from ``num_pairs`` distinct images drawn at random from
+    uint8 clean images (N, 3, H, W); returns what ``make_noise2noise_pairs`` does."""
+    if num_pairs > len(images):
+        raise ValueError(f"asked for {num_pairs} pairs but there are only {len(images)} images")
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(images), generator=generator)[:num_pairs]
+    return _noisy_pairs(images[chosen], noise, generator, return_clean)
+
+
+def cifar10_noise2noise_pairs(root, num_pairs, seed=0, noise=GaussianNoise(), train=True,
+                              download=True, return_clean=False):
+    """Noisy pairs from CIFAR-10 (needs torchvision, e.g. in Colab; downloads ~170 MB)."""
+    import torchvision  # imported here: only readers who use CIFAR-10 need it
+
+    dataset = torchvision.datasets.CIFAR10(root, train=train, download=download)
+    images = images_to_uint8_chw(dataset.data)  # dataset.data: numpy uint8 (N, 32, 32, 3)
+    return noise2noise_pairs_from_images(images, num_pairs, seed, noise, return_clean)

@@ -1,0 +1,57 @@
+"""Element-wise activations and the mean-squared-error loss."""
+from .module import Module, check_grad, check_input
+
+
+class ReLU(Module):
+    """max(0, x); its derivative is 1 where x > 0 and 0 elsewhere (0 at x = 0, as PyTorch)."""
+
+    def __init__(self):
+        self.positive = None
+
+    def forward(self, x):
+        check_input(self, x, ndim=None)
+        self.positive = x > 0
+        return x.clamp(min=0)
+
+    def backward(self, grad):
+        check_grad(self, grad, None if self.positive is None else self.positive.shape)
+        return grad * self.positive
+
+
+class Sigmoid(Module):
+    """1 / (1 + exp(-x)), computed so that no exponential can overflow, for any finite x."""
+
+    def __init__(self):
+        self.output = None
+
+    def forward(self, x):
+        check_input(self, x, ndim=None)
+        # exp(-|x|) lies in (0, 1]: use 1/(1+e) for x >= 0 and the equal e/(1+e) for x < 0.
+        e = (-x.abs()).exp()
+        self.output = (1 / (1 + e)).where(x >= 0, e / (1 + e))
+        return self.output
+
+    def backward(self, grad):
+        check_grad(self, grad, None if self.output is None else self.output.shape)
+        return grad * self.output * (1 - self.output)  # sigma' = sigma (1 - sigma)
+
+
+class MSE(Module):
+    """Mean of (prediction - target)^2 over every element; backward gives d loss / d prediction."""
+
+    def __init__(self):
+        self.difference = None
+
+    def forward(self, prediction, target):
+        check_input(self, prediction, ndim=None)
+        check_input(self, target, ndim=None)
+        if prediction.shape != target.shape:
+            raise ValueError(f"MSE: expected prediction and target of the same shape, "
+                             f"got {tuple(prediction.shape)} and {tuple(target.shape)}")
+        self.difference = prediction - target
+        return (self.difference ** 2).mean()
+
+    def backward(self, grad=1.0):
+        if self.difference is None:
+            raise RuntimeError("MSE.backward called before forward")
+        return self.difference * (2.0 / self.difference.numel()) * grad

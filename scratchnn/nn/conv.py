@@ -1,0 +1,195 @@
+"""Convolution and upsampling, built from ``unfold`` (im2col), ``fold`` (col2im) and matrix products.
+
+Shapes used throughout: input ``x`` is (N, C, H, W), the weight is (O, C, kh, kw) and the output
+is (N, O, Ho, Wo) with ``L = Ho * Wo`` output positions.
+"""
+import math
+
+import torch
+from torch.nn.functional import fold, unfold
+
+from .module import Module, check_grad, check_input, pair
+
+
+def output_length(size, kernel, stride, padding, dilation):
+    """How many positions a dilated kernel takes along one axis (Dumoulin & Visin, relationship 15)."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def convolve(x, weight, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    """Cross-correlate ``x`` with ``weight`` as one matrix product; also return the unfolded input.
+
+    ``unfold`` copies every receptive field into a column, giving (N, C*kh*kw, L); the weight,
+    flattened to (O, C*kh*kw), multiplies all columns at once, giving (N, O, L).
+    """
+    kernel = tuple(weight.shape[2:])
+    columns = unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
+    out = weight.reshape(weight.shape[0], -1).matmul(columns)
+    height = output_length(x.shape[2], kernel[0], stride[0], padding[0], dilation[0])
+    width = output_length(x.shape[3], kernel[1], stride[1], padding[1], dilation[1])
+    return out.reshape(x.shape[0], weight.shape[0], height, width), columns
+
+
+def place_in_zeros(x, height, width, top, left, step=(1, 1)):
+    """A zero tensor of spatial size height x width holding ``x`` from (top, left), every ``step``.
+
+    With step 1 this is zero padding; with step s it also inserts s - 1 zeros between neighbours,
+    which is how a strided convolution's output gradient is "dilated" back to stride 1.
+    """
+    out = x.new_zeros(x.shape[0], x.shape[1], height, width)
+    bottom, right = top + step[0] * (x.shape[2] - 1) + 1, left + step[1] * (x.shape[3] - 1) + 1
+    out[:, :, top:bottom:step[0], left:right:step[1]] = x
+    return out
+
+
+class Conv2d(Module):
+    """2-D convolution with PyTorch's arguments and initialisation.
+
+    ``backward_form`` chooses between the two derivations the book teaches: ``"fold"`` (col2im, the
+    transpose of unfold; the default because it is faster) and ``"convolution"`` (the gradients
+    written as convolutions of the stride-dilated output gradient).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 bias=True, backward_form="fold"):
+        self.in_channels = pair(in_channels, "in_channels", "Conv2d")[0]
+        self.out_channels = pair(out_channels, "out_channels", "Conv2d")[0]
+        self.kernel_size = pair(kernel_size, "kernel_size", "Conv2d")
+        self.stride = pair(stride, "stride", "Conv2d")
+        self.padding = pair(padding, "padding", "Conv2d", minimum=0)
+        self.dilation = pair(dilation, "dilation", "Conv2d")
+        if backward_form not in ("fold", "convolution"):
+            raise ValueError(f"Conv2d: expected backward_form 'fold' or 'convolution', got {backward_form!r}")
+        self.backward_form = backward_form
+        # U(-sqrt(k), sqrt(k)) with k = 1 / (C * kh * kw), as torch.nn.Conv2d does.
+        bound = 1 / math.sqrt(self.in_channels * self.kernel_size[0] * self.kernel_size[1])
+        self.weight = torch.empty(self.out_channels, self.in_channels, *self.kernel_size).uniform_(-bound, bound)
+        self.weight_grad = self.weight.new_zeros(self.weight.shape)
+        self.bias = torch.empty(self.out_channels).uniform_(-bound, bound) if bias else None
+        self.bias_grad = self.bias.new_zeros(self.bias.shape) if bias else None
+        self.input = self.columns = self.output_shape = None
+
+    def named_param(self):
+        params = [("weight", self.weight, self.weight_grad)]
+        if self.bias is not None:
+            params.append(("bias", self.bias, self.bias_grad))
+        return params
+
+    def forward(self, x):
+        check_input(self, x, channels=self.in_channels)
+        if x.dtype != self.weight.dtype or x.device != self.weight.device:
+            raise ValueError(f"Conv2d: expected input of dtype {self.weight.dtype} on {self.weight.device}, "
+                             f"got {x.dtype} on {x.device}; move the module with .to()")
+        for axis in (0, 1):
+            padded = x.shape[2 + axis] + 2 * self.padding[axis]
+            reach = self.dilation[axis] * (self.kernel_size[axis] - 1) + 1
+            if padded < reach:
+                raise ValueError(f"Conv2d: input of spatial size {tuple(x.shape[2:])} (padded size {padded} "
+                                 f"on axis {axis}) is smaller than the dilated kernel's extent {reach}")
+        out, self.columns = convolve(x, self.weight, self.stride, self.padding, self.dilation)
+        if self.bias is not None:
+            out += self.bias.reshape(1, -1, 1, 1)
+        self.input, self.output_shape = x, out.shape
+        return out
+
+    def backward(self, grad):
+        check_grad(self, grad, self.output_shape)
+        if self.bias is not None:
+            self.bias_grad += grad.sum((0, 2, 3))  # each bias is added to every output of its channel
+        if self.backward_form == "fold":
+            return self.backward_by_fold(grad)
+        return self.backward_by_convolution(grad)
+
+    def backward_by_fold(self, grad):
+        """Backward of the matrix product ``out = W @ columns``, then ``fold`` sums columns into pixels."""
+        n, o = grad.shape[:2]
+        grad = grad.reshape(n, o, -1)                                          # (N, O, L)
+        self.weight_grad += grad.matmul(self.columns.transpose(1, 2)).sum(0).reshape(self.weight.shape)
+        grad_columns = self.weight.reshape(o, -1).t().matmul(grad)            # (N, C*kh*kw, L)
+        return fold(grad_columns, tuple(self.input.shape[2:]), self.kernel_size,
+                    dilation=self.dilation, padding=self.padding, stride=self.stride)
+
+    def backward_by_convolution(self, grad):
+        """Both gradients as stride-1 convolutions of the stride-dilated output gradient."""
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        n, c, height, width = self.input.shape
+        out_h, out_w = grad.shape[2:]
+        # Rows/columns of the padded input that the kernel reached; a strided forward may skip the rest.
+        used_h, used_w = dh * (kh - 1) + sh * (out_h - 1) + 1, dw * (kw - 1) + sw * (out_w - 1) + 1
+        padded = place_in_zeros(self.input, height + 2 * ph, width + 2 * pw, ph, pw)[:, :, :used_h, :used_w]
+        # Weight: correlate the input with the output gradient dilated by the stride; the batch is
+        # summed by the matrix product. patches[n, c, l, k] = padded input under output l, kernel tap k.
+        patches = unfold(padded, (out_h, out_w), dilation=(sh, sw), stride=(dh, dw))
+        patches = patches.reshape(n, c, out_h * out_w, kh * kw).permute(0, 2, 1, 3).reshape(-1, c * kh * kw)
+        grad_rows = grad.transpose(0, 1).reshape(grad.shape[1], -1)          # (O, N*L)
+        self.weight_grad += grad_rows.matmul(patches).reshape(self.weight.shape)
+        # Input: full convolution of the padded, stride-dilated gradient with the 180-degree-flipped
+        # kernel. Padding dh*(kh-1) before the gradient makes it "full"; the padding after it also
+        # covers the rows the forward pass never read, whose gradient is zero.
+        reach_h, reach_w = dh * (kh - 1), dw * (kw - 1)
+        spread = place_in_zeros(grad, height + 2 * ph + reach_h, width + 2 * pw + reach_w,
+                                reach_h, reach_w, step=(sh, sw))
+        flipped = self.weight.flip(2, 3).transpose(0, 1)                      # (C, O, kh, kw)
+        grad_padded, _ = convolve(spread, flipped, dilation=(dh, dw))         # (N, C, H+2ph, W+2pw)
+        return grad_padded[:, :, ph:ph + height, pw:pw + width]
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"bias={self.bias is not None}")
+
+
+class NearestUpsampling(Module):
+    """Repeat every pixel s times along each axis; backward sums each s x s block (sum-pooling)."""
+
+    def __init__(self, scale_factor):
+        self.scale_factor = pair(scale_factor, "scale_factor", "NearestUpsampling")
+        self.input_shape = self.output_shape = None
+
+    def forward(self, x):
+        check_input(self, x)
+        sh, sw = self.scale_factor
+        out = x.repeat_interleave(sh, dim=2).repeat_interleave(sw, dim=3)
+        self.input_shape, self.output_shape = x.shape, out.shape
+        return out
+
+    def backward(self, grad):
+        check_grad(self, grad, self.output_shape)
+        n, c, height, width = self.input_shape
+        sh, sw = self.scale_factor
+        # Every input pixel was copied to one s x s block, so its gradient is that block's sum: the
+        # same as a stride-s convolution with a kernel of ones.
+        return grad.reshape(n, c, height, sh, width, sw).sum((3, 5))
+
+    def extra_repr(self):
+        return f"scale_factor={self.scale_factor}"
+
+
+class Upsampling(Module):
+    """Nearest upsampling followed by a convolution (the course's "Upsampling" block)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, scale_factor=2, stride=1, padding=0,
+                 dilation=1, bias=True):
+        self.upsample = NearestUpsampling(scale_factor)
+        self.conv = Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias)
+
+    @property
+    def weight(self):
+        return self.conv.weight
+
+    @property
+    def bias(self):
+        return self.conv.bias
+
+    def named_param(self):
+        return [(f"conv.{name}", parameter, gradient) for name, parameter, gradient in self.conv.named_param()]
+
+    def forward(self, x):
+        check_input(self, x, channels=self.conv.in_channels)
+        return self.conv.forward(self.upsample.forward(x))
+
+    def backward(self, grad):
+        return self.upsample.backward(self.conv.backward(grad))
+
+    def extra_repr(self):
+        return f"scale_factor={self.upsample.scale_factor}, conv={self.conv!r}"
