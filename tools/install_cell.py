@@ -31,7 +31,7 @@ CONFIG = ROOT / "_config.yml"
 BOOK = ROOT / "book"
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-FIRST_LINE = "# Install scratchnn when it is missing (for example in Colab); silent otherwise."
+FIRST_LINE = "# Install scratchnn when it is missing (e.g. in Colab); silent otherwise."
 
 
 def repository(config: Path = CONFIG) -> tuple[str, str]:
@@ -51,9 +51,9 @@ def install_cell_source(config: Path = CONFIG) -> str:
         FIRST_LINE,
         "import importlib.util, subprocess, sys",
         'if importlib.util.find_spec("scratchnn") is None:',
+        f'    repository = "{url}"',
         '    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",',
-        f'                    "git+{url}@{branch}"],',
-        "                   check=True)",
+        f'                    f"git+{{repository}}@{branch}"], check=True)',
     ])
 
 

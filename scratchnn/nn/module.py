@@ -34,7 +34,10 @@ class Module:
             gradient.zero_()
 
     def to(self, device=None, dtype=None):
-        """Move (and/or cast) every tensor attribute, and every sub-module, like ``nn.Module.to``."""
+        """Move (and/or cast) every tensor attribute, and every sub-module, like ``nn.Module.to``.
+
+        The parameters become new tensors, so build the optimizer *after* calling ``to``.
+        """
         for name, value in vars(self).items():
             if isinstance(value, torch.Tensor):
                 setattr(self, name, value.to(device=device, dtype=dtype))
@@ -57,10 +60,11 @@ class Module:
         if missing or unexpected:
             raise ValueError(f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
                              f"unexpected keys {unexpected}")
-        for name, parameter in own.items():
+        for name, parameter in own.items():  # check every shape before copying anything
             if tuple(state_dict[name].shape) != tuple(parameter.shape):
                 raise ValueError(f"{type(self).__name__}.load_state_dict: '{name}' expected shape "
                                  f"{tuple(parameter.shape)}, got {tuple(state_dict[name].shape)}")
+        for name, parameter in own.items():
             parameter.copy_(state_dict[name])
 
     def __repr__(self):
@@ -85,19 +89,21 @@ def check_input(module, x, ndim=4, channels=None):
                          f"got {x.shape[1]} (input shape {tuple(x.shape)})")
 
 
-def check_grad(module, grad, expected_shape):
-    """The gradient handed to ``backward`` must have the shape of the last ``forward`` output."""
+def check_grad(module, grad, expected_shape, expected_dtype=None):
+    """The gradient handed to ``backward`` must have the shape (and dtype) of the last ``forward`` output."""
     name = type(module).__name__
     if expected_shape is None:
         raise RuntimeError(f"{name}.backward called before forward")
     if not isinstance(grad, torch.Tensor) or tuple(grad.shape) != tuple(expected_shape):
         got = tuple(grad.shape) if isinstance(grad, torch.Tensor) else type(grad).__name__
         raise ValueError(f"{name}.backward: expected a gradient of shape {tuple(expected_shape)}, got {got}")
+    if expected_dtype is not None and grad.dtype != expected_dtype:
+        raise ValueError(f"{name}.backward: expected a gradient of dtype {expected_dtype}, got {grad.dtype}")
 
 
 def pair(value, what, module_name, minimum=1):
     """Turn an int or a pair into a pair of ints, checking each is at least ``minimum``."""
-    values = (value, value) if isinstance(value, int) else tuple(value)
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(values) != 2 or not all(isinstance(v, int) and v >= minimum for v in values):
         raise ValueError(f"{module_name}: expected {what} to be an int >= {minimum} or a pair of them, "
                          f"got {value!r}")

@@ -1,0 +1,287 @@
+"""Time one training step of the seed-000 network: scratchnn against torch.nn + autograd.
+
+A training step is: zero the gradients, forward, MSE loss, backward, one SGD step. Both networks
+have the same layers and the same weights:
+
+    Conv2d 3->100 k2 s2, ReLU, Conv2d 100->100 k2 s2, ReLU,
+    nearest x2 + Conv2d 100->100 k3 p1, ReLU, nearest x2 + Conv2d 100->3 k3 p1, Sigmoid
+
+scratchnn builds the two "nearest x2 + convolution" blocks as ``Upsampling(..., 3, padding=1)``,
+which is the same function as ``NearestUpsampling(2)`` followed by ``Conv2d(..., 3, padding=1)``
+(chapter 5; chapter 8 shows how it is computed faster); torch.nn builds them as
+``nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(...))``.
+
+The two frameworks are timed interleaved in one process (scratchnn step, torch step, scratchnn
+step, ...) after warm-up steps, so that a slower or busier moment of the machine hits both; the
+reported number is the ratio of the median step times, scratchnn / torch.nn. A per-block profile
+then times the forward and backward of every block of both networks (torch.nn: each block's
+forward, and its autograd backward, on a detached copy of its input).
+
+Usage (from the repository root)::
+
+    python benchmarks/bench_step.py                          # CPU, 2 threads, batches 64 and 256
+    python benchmarks/bench_step.py --device cuda            # on a GPU
+    python benchmarks/bench_step.py --json benchmarks/results/cpu.json --label after
+
+``--json`` adds (or replaces) the run called ``--label`` in that file, keeping the other runs, so
+one file holds the "before" and "after" measurements and every step in between.
+"""
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import scratchnn
+
+# (kind, in_channels, out_channels, kernel, stride, padding) of every block; None for activations.
+BLOCKS = [
+    ("conv", 3, 100, 2, 2, 0), ("relu",),
+    ("conv", 100, 100, 2, 2, 0), ("relu",),
+    ("upconv", 100, 100, 3, 1, 1), ("relu",),
+    ("upconv", 100, 3, 3, 1, 1), ("sigmoid",),
+]
+
+
+def block_name(block):
+    if block[0] in ("relu", "sigmoid"):
+        return block[0]
+    kind, c, o, k, s, p = block
+    prefix = "nearest x2 + " if kind == "upconv" else ""
+    return f"{prefix}conv {c}->{o} k{k} s{s} p{p}"
+
+
+def build_scratchnn(device, seed=0):
+    torch.manual_seed(seed)
+    layers = []
+    for kind, *args in BLOCKS:
+        if kind == "conv":
+            c, o, k, s, p = args
+            layers.append(scratchnn.Conv2d(c, o, k, stride=s, padding=p))
+        elif kind == "upconv":
+            c, o, k, s, p = args
+            layers.append(scratchnn.Upsampling(c, o, k, scale_factor=2, stride=s, padding=p))
+        else:
+            layers.append(scratchnn.ReLU() if kind == "relu" else scratchnn.Sigmoid())
+    return scratchnn.Sequential(*layers).to(device=device)
+
+
+def build_torch(device):
+    layers = []
+    for kind, *args in BLOCKS:
+        if kind in ("conv", "upconv"):
+            c, o, k, s, p = args
+            conv = nn.Conv2d(c, o, k, stride=s, padding=p)
+            layers.append(conv if kind == "conv" else
+                          nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv))
+        else:
+            layers.append(nn.ReLU() if kind == "relu" else nn.Sigmoid())
+    return nn.Sequential(*layers).to(device)
+
+
+def copy_weights(scratch, reference):
+    """Give the torch.nn network scratchnn's weights (same state_dict keys up to the Upsample)."""
+    with torch.no_grad():
+        for (parameter, _), reference_parameter in zip(scratch.param(), reference.parameters()):
+            reference_parameter.copy_(parameter)
+
+
+class Timer:
+    """Wall-clock seconds of a block of code, waiting for the GPU when there is one."""
+
+    def __init__(self, device):
+        self.cuda = device.type == "cuda"
+
+    def now(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+
+def scratchnn_step(model, loss, optimizer, x, target):
+    with torch.no_grad():
+        optimizer.zero_grad()
+        value = loss.forward(model.forward(x), target)
+        model.backward(loss.backward())
+        optimizer.step()
+    return value
+
+
+def torch_step(model, optimizer, x, target):
+    optimizer.zero_grad()
+    value = nn.functional.mse_loss(model(x), target)
+    value.backward()
+    optimizer.step()
+    return value
+
+
+def time_steps(batch, device, rounds, warmup, lr=1e-3):
+    """Median seconds per step of each framework, timed alternately."""
+    scratch, reference = build_scratchnn(device), build_torch(device)
+    copy_weights(scratch, reference)
+    loss = scratchnn.MSE()
+    scratch_optimizer = scratchnn.SGD(scratch.param(), lr=lr)
+    torch_optimizer = torch.optim.SGD(reference.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(batch, 3, 32, 32, generator=generator).to(device)
+    target = torch.rand(batch, 3, 32, 32, generator=generator).to(device)
+    timer = Timer(device)
+    times = {"scratchnn": [], "torch.nn": []}
+    for index in range(warmup + rounds):
+        for name in ("scratchnn", "torch.nn"):
+            start = timer.now()
+            if name == "scratchnn":
+                scratchnn_step(scratch, loss, scratch_optimizer, x, target)
+            else:
+                torch_step(reference, torch_optimizer, x, target)
+            if index >= warmup:
+                times[name].append(timer.now() - start)
+    scratch_s, torch_s = statistics.median(times["scratchnn"]), statistics.median(times["torch.nn"])
+    return {"scratchnn_s": times["scratchnn"], "torch_s": times["torch.nn"],
+            "median_scratchnn_s": scratch_s, "median_torch_s": torch_s, "ratio": scratch_s / torch_s}
+
+
+def profile_scratchnn(model, x, target, timer):
+    """Seconds of each block's forward and backward inside one training step."""
+    forward, backward = [], []
+    with torch.no_grad():
+        model.zero_grad()
+        for module in model.modules:
+            start = timer.now()
+            x = module.forward(x)
+            forward.append(timer.now() - start)
+        loss = scratchnn.MSE()
+        loss.forward(x, target)
+        grad = loss.backward()
+        for module in reversed(model.modules):
+            start = timer.now()
+            grad = module.backward(grad)
+            backward.append(timer.now() - start)
+    return forward, backward[::-1]
+
+
+def profile_torch(model, x, target, timer):
+    """The same for torch.nn: every block runs on a detached copy of its input, so that autograd's
+    backward can be timed block by block. The network's input needs no gradient, as in training."""
+    model.zero_grad()
+    inputs, outputs, forward, backward = [], [], [], []
+    for index, module in enumerate(model):
+        x = x.detach().requires_grad_(index > 0)
+        start = timer.now()
+        y = module(x)
+        forward.append(timer.now() - start)
+        inputs.append(x)
+        outputs.append(y)
+        x = y
+    grad = 2 * (x.detach() - target) / x.numel()  # d MSE / d prediction
+    for x, y in zip(reversed(inputs), reversed(outputs)):
+        start = timer.now()
+        y.backward(grad)
+        backward.append(timer.now() - start)
+        grad = x.grad
+    return forward, backward[::-1]
+
+
+def profile(batch, device, rounds, warmup):
+    """Median forward and backward milliseconds of every block of both networks."""
+    scratch, reference = build_scratchnn(device), build_torch(device)
+    copy_weights(scratch, reference)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(batch, 3, 32, 32, generator=generator).to(device)
+    target = torch.rand(batch, 3, 32, 32, generator=generator).to(device)
+    timer = Timer(device)
+    samples = {key: [] for key in ("scratchnn_forward", "scratchnn_backward", "torch_forward", "torch_backward")}
+    for index in range(warmup + rounds):
+        scratch_forward, scratch_backward = profile_scratchnn(scratch, x, target, timer)
+        torch_forward, torch_backward = profile_torch(reference, x, target, timer)
+        if index >= warmup:
+            for key, value in zip(samples, (scratch_forward, scratch_backward, torch_forward, torch_backward)):
+                samples[key].append(value)
+    rows = []
+    for position, block in enumerate(BLOCKS):
+        row = {"block": block_name(block)}
+        for key, runs in samples.items():
+            row[key + "_ms"] = 1000 * statistics.median(run[position] for run in runs)
+        rows.append(row)
+    return rows
+
+
+def machine(device, threads):
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    info = {"cpu": cpu, "threads": threads, "torch": torch.__version__, "device": device.type,
+            "python": platform.python_version()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def print_profile(rows):
+    header = f"{'block':<36}{'scratchnn fwd':>14}{'bwd':>8}{'torch.nn fwd':>14}{'bwd':>8}   (ms)"
+    print(header)
+    for row in rows:
+        print(f"{row['block']:<36}{row['scratchnn_forward_ms']:>14.1f}{row['scratchnn_backward_ms']:>8.1f}"
+              f"{row['torch_forward_ms']:>14.1f}{row['torch_backward_ms']:>8.1f}")
+    totals = [sum(row[key] for row in rows) for key in
+              ("scratchnn_forward_ms", "scratchnn_backward_ms", "torch_forward_ms", "torch_backward_ms")]
+    print(f"{'total':<36}{totals[0]:>14.1f}{totals[1]:>8.1f}{totals[2]:>14.1f}{totals[3]:>8.1f}")
+
+
+def save(path, label, result):
+    """Add the run ``label`` to the JSON file at ``path``, replacing an earlier run of that label."""
+    path = Path(path)
+    data = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    data["runs"] = [run for run in data["runs"] if run["label"] != label] + [result]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--rounds", type=int, default=7, help="timed steps of each framework")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--no-profile", action="store_true", help="only the whole-step ratio")
+    parser.add_argument("--profile-batches", type=int, nargs="+", default=[64])
+    parser.add_argument("--json", metavar="OUT", help="add the results to this JSON file")
+    parser.add_argument("--label", default="latest", help="name of this run in the JSON file")
+    parser.add_argument("--note", default="", help="what changed, stored with the run")
+    args = parser.parse_args()
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    result = {"label": args.label, "note": args.note, "machine": machine(device, args.threads),
+              "date": datetime.datetime.now().isoformat(timespec="seconds"),
+              "rounds": args.rounds, "warmup": args.warmup, "steps": {}, "profile": {}}
+    info = result["machine"]
+    print(f"{info['cpu']}, {args.threads} threads, torch {info['torch']}, device {device.type}"
+          + (f" ({info['gpu']})" if "gpu" in info else ""))
+
+    for batch in args.batches:
+        steps = time_steps(batch, device, args.rounds, args.warmup)
+        result["steps"][str(batch)] = steps
+        print(f"batch {batch:4d}: scratchnn {steps['median_scratchnn_s']:.3f} s/step, "
+              f"torch.nn {steps['median_torch_s']:.3f} s/step, ratio {steps['ratio']:.2f}")
+    if not args.no_profile:
+        for batch in args.profile_batches:
+            rows = profile(batch, device, max(3, args.rounds // 2), 1)
+            result["profile"][str(batch)] = rows
+            print(f"\nper-block profile, batch {batch}")
+            print_profile(rows)
+    if args.json:
+        save(args.json, args.label, result)
+        print(f"\nstored as run {args.label!r} in {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The networks and the course API, called the way the course's test harness calls them."""
+import pytest
+import torch
+
+import scratchnn
+from scratchnn import Model, build_network
+from scratchnn.model import ARCHITECTURES, apply_in_tiles, denoise, network_from_state_dict, pad_to_multiple
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return Model()
+
+
+# --- the networks --------------------------------------------------------------------------------
+
+def test_seed000_network_is_table_1_of_the_seed_report():
+    network = build_network("seed000")
+    shapes = {name: tuple(tensor.shape) for name, tensor in network.state_dict().items()}
+    assert shapes == {"0.weight": (100, 3, 2, 2), "0.bias": (100,), "2.weight": (100, 100, 2, 2), "2.bias": (100,),
+                      "5.weight": (100, 100, 3, 3), "5.bias": (100,), "8.weight": (3, 100, 3, 3), "8.bias": (3,)}
+    assert isinstance(network, scratchnn.Sequential) and isinstance(network[-1], scratchnn.Sigmoid)
+
+
+def test_seed003_network_uses_upsampling_blocks():
+    network = build_network("seed003")
+    assert isinstance(network[4], scratchnn.Upsampling) and network[4].conv.in_channels == 32
+    assert "6.conv.weight" in network.state_dict()
+
+
+@pytest.mark.parametrize("kind", sorted(ARCHITECTURES))
+def test_every_network_keeps_the_image_size_and_the_range(kind):
+    network = build_network(kind, channels=8)
+    out = network.forward(torch.rand(2, 3, 32, 48))
+    assert out.shape == (2, 3, 32, 48) and 0 <= out.min() and out.max() <= 1
+
+
+def test_unknown_network_names_the_known_ones():
+    with pytest.raises(ValueError, match="seed000"):
+        build_network("unet")
+
+
+@pytest.mark.parametrize("kind", sorted(ARCHITECTURES))
+def test_network_from_state_dict_finds_the_variant_and_width(kind):
+    saved = build_network(kind, channels=12).state_dict()
+    rebuilt = network_from_state_dict(saved)
+    assert all(torch.equal(rebuilt.state_dict()[name], tensor) for name, tensor in saved.items())
+
+
+@pytest.mark.parametrize("kind", sorted(ARCHITECTURES))
+def test_tiles_give_the_whole_image_result(kind):
+    network = build_network(kind, channels=6).to(dtype=torch.float64)
+    image = torch.rand(1, 3, 100, 68, dtype=torch.float64)
+    whole = network.forward(image)
+    tiled = apply_in_tiles(network, image, tile=32, margin=16)
+    assert (whole - tiled).abs().max() < 1e-12
+
+
+def test_padding_reaches_a_multiple_of_four_and_remembers_the_size():
+    padded, size = pad_to_multiple(torch.rand(1, 3, 37, 50))
+    assert padded.shape == (1, 3, 40, 52) and size == (37, 50)
+
+
+# --- the course API ------------------------------------------------------------------------------
+
+def test_untrained_predict_on_a_large_image(model):
+    out = model.predict(torch.rand(1, 3, 512, 512) * 255)
+    assert out.shape == (1, 3, 512, 512) and out.dtype.is_floating_point
+    assert 0 <= out.min() and out.max() <= 255
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 37, 50), (2, 3, 5, 3), (1, 3, 1, 1), (3, 3, 32, 32)])
+def test_predict_any_size_and_uint8(model, shape):
+    images = torch.randint(0, 256, shape, dtype=torch.uint8)
+    out = model.predict(images)
+    assert out.shape == shape and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 255
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.rand(3, 32, 32), "4-D"),
+    (torch.rand(1, 1, 32, 32), "3"),
+    (torch.rand(1, 3, 8, 8) * 300, r"\[0, 255\]"),
+    (torch.full((1, 3, 8, 8), -1.0), r"\[0, 255\]"),
+    (torch.full((1, 3, 8, 8), float("nan")), r"\[0, 255\]"),
+    (torch.zeros(1, 3, 8, 8, dtype=torch.int64), "dtype"),
+    ([[1, 2]], "torch.Tensor"),
+])
+def test_predict_rejects_bad_input_clearly(model, bad, message):
+    with pytest.raises(ValueError, match=message):
+        model.predict(bad)
+
+
+def test_load_pretrained_model_denoises_better_than_doing_nothing():
+    from scratchnn.data import make_validation_set
+    from scratchnn.metrics import psnr
+
+    model = Model()
+    model.load_pretrained_model()
+    noisy, clean = make_validation_set(64, seed=1)
+    assert psnr(model.predict(noisy) / 255, clean / 255) > psnr(noisy / 255, clean / 255) + 1.0
+
+
+def test_pretrained_weights_load_on_the_cpu_with_weights_only():
+    from scratchnn.model import load_pretrained_state_dict
+
+    state = load_pretrained_state_dict()
+    assert all(tensor.device.type == "cpu" for tensor in state.values())
+
+
+def test_one_epoch_of_train_on_uint8_lowers_the_loss():
+    from scratchnn.data import make_noise2noise_pairs
+
+    model = Model()
+    model.network = build_network("seed000", channels=8)  # small, for speed; same API
+    from scratchnn.train import make_optimizer
+    model.optimizer = make_optimizer(model.network, "adam", 1e-2)
+    model.device = torch.device("cpu")
+    noisy_a, noisy_b = make_noise2noise_pairs(128, seed=0)
+    before = model.predict(noisy_a[:16]).clone()
+    history = model.train(noisy_a, noisy_b, 1)
+    assert history["epoch"] == [0, 1] and history["train_loss"][1] < 0.1
+    assert not torch.equal(before, model.predict(noisy_a[:16]))
+
+
+def test_train_rejects_mismatched_pairs(model):
+    with pytest.raises(ValueError, match="same shape"):
+        model.train(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.zeros(5, 3, 8, 8, dtype=torch.uint8), 1)
+
+
+def test_denoise_returns_on_the_input_device():
+    network = build_network("seed000", channels=4)
+    out = denoise(network, torch.zeros(1, 3, 9, 9, dtype=torch.uint8))
+    assert out.device.type == "cpu" and out.shape == (1, 3, 9, 9)
