@@ -25,10 +25,15 @@ Usage (from the repository root)::
 
 ``--json`` adds (or replaces) the run called ``--label`` in that file, keeping the other runs, so
 one file holds the "before" and "after" measurements and every step in between.
+
+On a machine that other programs are also using, run with ``OMP_WAIT_POLICY=PASSIVE``: with the
+default (spinning) policy, an OpenMP thread that waits can lose a whole scheduler time slice at
+every parallel operation, and the step times then swing by several times from one round to the next.
 """
 import argparse
 import datetime
 import json
+import os
 import platform
 import statistics
 import time
@@ -142,8 +147,13 @@ def time_steps(batch, device, rounds, warmup, lr=1e-3):
             if index >= warmup:
                 times[name].append(timer.now() - start)
     scratch_s, torch_s = statistics.median(times["scratchnn"]), statistics.median(times["torch.nn"])
+    # Two more robust views when other programs share the machine: the fastest step of each, and
+    # the median over rounds of the ratio of two steps timed one right after the other.
+    pairs = [mine / theirs for mine, theirs in zip(times["scratchnn"], times["torch.nn"])]
     return {"scratchnn_s": times["scratchnn"], "torch_s": times["torch.nn"],
-            "median_scratchnn_s": scratch_s, "median_torch_s": torch_s, "ratio": scratch_s / torch_s}
+            "median_scratchnn_s": scratch_s, "median_torch_s": torch_s, "ratio": scratch_s / torch_s,
+            "ratio_of_fastest": min(times["scratchnn"]) / min(times["torch.nn"]),
+            "median_paired_ratio": statistics.median(pairs)}
 
 
 def profile_scratchnn(model, x, target, timer):
@@ -215,8 +225,10 @@ def machine(device, threads):
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
         else platform.processor()
-    info = {"cpu": cpu, "threads": threads, "torch": torch.__version__, "device": device.type,
-            "python": platform.python_version()}
+    info = {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
+            "device": device.type, "python": platform.python_version(),
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(default)"),
+            "load_average_at_start": os.getloadavg()[0]}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -266,18 +278,25 @@ def main():
     info = result["machine"]
     print(f"{info['cpu']}, {args.threads} threads, torch {info['torch']}, device {device.type}"
           + (f" ({info['gpu']})" if "gpu" in info else ""))
+    if device.type == "cpu" and info["load_average_at_start"] > 1 and info["OMP_WAIT_POLICY"] != "PASSIVE":
+        print(f"warning: load average {info['load_average_at_start']:.1f}: other programs are using the CPU. "
+              "OpenMP threads that spin while waiting then lose whole time slices at every operation, "
+              "which hurts the framework with more, smaller operations most; for steadier numbers run "
+              "with OMP_WAIT_POLICY=PASSIVE")
 
     for batch in args.batches:
         steps = time_steps(batch, device, args.rounds, args.warmup)
         result["steps"][str(batch)] = steps
         print(f"batch {batch:4d}: scratchnn {steps['median_scratchnn_s']:.3f} s/step, "
-              f"torch.nn {steps['median_torch_s']:.3f} s/step, ratio {steps['ratio']:.2f}")
+              f"torch.nn {steps['median_torch_s']:.3f} s/step, ratio {steps['ratio']:.2f} "
+              f"(fastest steps {steps['ratio_of_fastest']:.2f}, paired {steps['median_paired_ratio']:.2f})")
     if not args.no_profile:
         for batch in args.profile_batches:
             rows = profile(batch, device, max(3, args.rounds // 2), 1)
             result["profile"][str(batch)] = rows
             print(f"\nper-block profile, batch {batch}")
             print_profile(rows)
+    result["machine"]["load_average_at_end"] = os.getloadavg()[0]
     if args.json:
         save(args.json, args.label, result)
         print(f"\nstored as run {args.label!r} in {args.json}")

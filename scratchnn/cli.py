@@ -7,7 +7,6 @@ Run ``python -m scratchnn train --help`` for every option.
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -163,6 +162,17 @@ def denoise_command(args):
 # --- argument parsing ----------------------------------------------------------------------------
 
 
+def positive_int(text):
+    """An argparse type: a whole number >= 1, with a clear message otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def add_train_arguments(parser):
     source = parser.add_argument_group("data")
     source.add_argument("--data", choices=["default", "course", "cifar10"], default="default",
@@ -175,9 +185,9 @@ def add_train_arguments(parser):
     source.add_argument("--noise", default="gaussian:25",
                         help="noise model: gaussian:SIGMA (SIGMA in 0..255) or poisson:PEAK; not used with "
                              "--data course, whose images are already noisy. Default: %(default)s")
-    source.add_argument("--num-pairs", type=int, default=None,
+    source.add_argument("--num-pairs", type=positive_int, default=None,
                         help="number of training pairs. Default: 50000 (all of them for --data course)")
-    source.add_argument("--num-val", type=int, default=None,
+    source.add_argument("--num-val", type=positive_int, default=None,
                         help="number of validation images. Default: 1000 (all of them for --data course)")
     source.add_argument("--clean-targets", action="store_true",
                         help="train on (noisy, clean) pairs instead of (noisy, noisy): Noise2Clean, "
@@ -186,14 +196,15 @@ def add_train_arguments(parser):
     net.add_argument("--network", choices=sorted(model.ARCHITECTURES), default="seed000",
                      help="; ".join(f"{name}: {variant.description}" for name, variant in model.ARCHITECTURES.items())
                      + ". Default: %(default)s")
-    net.add_argument("--channels", type=int, default=None,
+    net.add_argument("--channels", type=positive_int, default=None,
                      help="hidden channels. Default: the network's own (seed000: 100, seed003: 32)")
     net.add_argument("--framework", choices=["scratchnn", "torch"], default="scratchnn",
                      help="scratchnn: the from-scratch framework; torch: the same network in torch.nn with "
                           "autograd (scratchnn.reference), to compare. Default: %(default)s")
     fit = parser.add_argument_group("training")
-    fit.add_argument("--epochs", type=int, default=20, help="total number of epochs of the run. Default: %(default)s")
-    fit.add_argument("--batch-size", type=int, default=model.DEFAULT_BATCH_SIZE,
+    fit.add_argument("--epochs", type=positive_int, default=20,
+                     help="total number of epochs of the run. Default: %(default)s")
+    fit.add_argument("--batch-size", type=positive_int, default=model.DEFAULT_BATCH_SIZE,
                      help="pairs per mini-batch. Default: %(default)s")
     fit.add_argument("--optimizer", choices=["sgd", "adam"], default=model.DEFAULT_OPTIMIZER,
                      help="Default: %(default)s")
@@ -204,7 +215,8 @@ def add_train_arguments(parser):
     run = parser.add_argument_group("run")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                      help="auto: the GPU if PyTorch sees one, else the CPU. Default: %(default)s")
-    run.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch. Default: PyTorch's choice")
+    run.add_argument("--threads", type=positive_int, default=None,
+                     help="CPU threads for PyTorch. Default: PyTorch's choice")
     run.add_argument("--out", default="runs/n2n",
                      help="folder for checkpoint.pt, history.json, psnr.png and network.pth. Default: %(default)s")
     run.add_argument("--resume", action="store_true",
@@ -230,7 +242,7 @@ def make_parser():
                                      "shipped with the package (scratchnn/bestmodel.pth)")
     denoise_parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                                 help="Default: %(default)s")
-    denoise_parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
+    denoise_parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for PyTorch")
     denoise_parser.set_defaults(run=denoise_command)
     return parser
 

@@ -304,7 +304,7 @@ def train_one_epoch(stepper, inputs, targets, order, batch_size, dtype, descript
             running = total.item() / min(start + batch_size, len(order))
             if not math.isfinite(running):
                 bar.close()
-                raise TrainingDiverged(f"the training loss became {running} in batch {number}")
+                raise TrainingDiverged(f"the training loss became {running} by batch {number}")
             bar.set_postfix(loss=f"{running:.5f}")
     bar.close()
     return total.item() / len(order)
@@ -313,8 +313,7 @@ def train_one_epoch(stepper, inputs, targets, order, batch_size, dtype, descript
 def check_parameters_finite(stepper):
     for parameter in stepper.parameters():
         if not torch.isfinite(parameter).all():
-            raise TrainingDiverged("a parameter became NaN or infinite (the loss stayed finite "
-                                   "because the Sigmoid saturated)")
+            raise TrainingDiverged("a parameter became NaN or infinite")
 
 
 def train(network, train_input, train_target, num_epochs, *, val_input=None, val_target=None,
@@ -334,6 +333,8 @@ def train(network, train_input, train_target, num_epochs, *, val_input=None, val
     is called as ``callback(epoch, history)`` after every epoch. ``config`` is any extra
     description of the run (data, network) stored with the checkpoint and checked on resume.
     """
+    if not (isinstance(num_epochs, int) and num_epochs >= 0 and isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"expected num_epochs >= 0 and batch_size >= 1 (ints), got {num_epochs!r} and {batch_size!r}")
     device = resolve_device(device)
     network.to(device=device, dtype=dtype)
     stepper = make_stepper(network, optimizer, lr, momentum)
@@ -342,6 +343,8 @@ def train(network, train_input, train_target, num_epochs, *, val_input=None, val
         raise ValueError(f"train_input and train_target must be non-empty and of the same shape, "
                          f"got {tuple(inputs.shape)} and {tuple(targets.shape)}")
     has_validation = val_input is not None
+    if has_validation != (val_target is not None):
+        raise ValueError("give both val_input and val_target (noisy and clean validation images), or neither")
     if has_validation:
         val_input, val_target = val_input.to(device), val_target.to(device)
     config = {**(config or {}), "seed": seed, "batch_size": batch_size, "num_train": len(inputs),

@@ -10,6 +10,14 @@ from scratchnn.train import train
 KINDS = sorted(ARCHITECTURES)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def twins(kind, channels=6, dtype=torch.float64):
     """A from-scratch network and its torch.nn twin with the same weights."""
     torch.manual_seed(0)

@@ -115,6 +115,16 @@ def test_cli_reports_divergence_and_exits_with_1(tmp_path, capsys):
     assert "diverged" in capsys.readouterr().err
 
 
+def test_cli_trains_the_torch_twin_of_seed003_on_clean_targets(tmp_path):
+    arguments = ["train", "--num-pairs", "32", "--num-val", "16", "--epochs", "1", "--network", "seed003",
+                 "--channels", "4", "--framework", "torch", "--clean-targets", "--optimizer", "sgd",
+                 "--momentum", "0.9", "--out", str(tmp_path)]
+    assert main(arguments) == 0
+    saved = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert saved["config"]["framework"] == "torch" and saved["config"]["clean_targets"]
+    assert "6.conv.weight" in saved["network"] and read_history(tmp_path)["epoch"] == [0, 1]
+
+
 def test_help_documents_every_option(capsys):
     with pytest.raises(SystemExit, match="0"):
         main(["train", "--help"])
@@ -137,8 +147,8 @@ def test_divergence_raises_and_keeps_the_last_good_checkpoint(small_data, tmp_pa
     assert kept["epoch"] == 0 and all(torch.isfinite(t).all() for t in kept["network"].values())
 
 
-@pytest.mark.parametrize("framework", ["scratchnn", "torch"])
-@pytest.mark.parametrize("optimizer, momentum", [("sgd", 0.9), ("adam", 0.0)])
+@pytest.mark.parametrize("framework, optimizer, momentum",
+                         [("scratchnn", "sgd", 0.9), ("scratchnn", "adam", 0.0), ("torch", "adam", 0.0)])
 def test_resuming_in_process_is_exact(small_data, tmp_path, framework, optimizer, momentum):
     """Two epochs at once, or one epoch then a resumed second: the same weights, bit for bit."""
     noisy_a, noisy_b, val_noisy, val_clean = small_data
