@@ -290,12 +290,23 @@ def progress_disabled(progress):
     return not progress or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
 
 
+def progress_bar(iterable, description, progress):
+    """A tqdm bar: a widget in a notebook, text in a terminal, and a silent pass-through when off.
+
+    ``tqdm.auto`` is imported only when the bar is shown: without ipywidgets it warns on stderr.
+    """
+    if progress_disabled(progress):
+        from tqdm import tqdm
+        return tqdm(iterable, disable=True)
+    from tqdm.auto import tqdm
+    return tqdm(iterable, desc=description, leave=False)
+
+
 def train_one_epoch(stepper, inputs, targets, order, batch_size, dtype, description, progress):
     """One pass over the data in the given order; returns the mean training loss per sample."""
-    from tqdm.auto import tqdm
     total = torch.zeros((), dtype=torch.float64, device=inputs.device)
     starts = range(0, len(order), batch_size)
-    bar = tqdm(starts, desc=description, leave=False, disable=progress_disabled(progress))
+    bar = progress_bar(starts, description, progress)
     for number, start in enumerate(bar, 1):
         chosen = order[start:start + batch_size]
         loss = stepper.step(to_unit_range(inputs[chosen], dtype), to_unit_range(targets[chosen], dtype))

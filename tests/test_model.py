@@ -30,8 +30,33 @@ def test_seed000_network_is_table_1_of_the_seed_report():
     network = build_network("seed000")
     shapes = {name: tuple(tensor.shape) for name, tensor in network.state_dict().items()}
     assert shapes == {"0.weight": (100, 3, 2, 2), "0.bias": (100,), "2.weight": (100, 100, 2, 2), "2.bias": (100,),
-                      "5.weight": (100, 100, 3, 3), "5.bias": (100,), "8.weight": (3, 100, 3, 3), "8.bias": (3,)}
+                      "4.conv.weight": (100, 100, 3, 3), "4.conv.bias": (100,),
+                      "6.conv.weight": (3, 100, 3, 3), "6.conv.bias": (3,)}
     assert isinstance(network, scratchnn.Sequential) and isinstance(network[-1], scratchnn.Sigmoid)
+    assert all(network[i].upsample.scale_factor == (2, 2) for i in (4, 6))
+
+
+def test_seed000_upsampling_blocks_compute_table_1_layer_by_layer():
+    """Table 1 lists nearest x2 and the 3x3 convolution as separate layers: same function, same gradients."""
+    torch.manual_seed(0)
+    blocks = build_network("seed000", channels=6).to(dtype=torch.float64)
+    layers = scratchnn.Sequential(
+        blocks[0], blocks[1], blocks[2], blocks[3],
+        scratchnn.NearestUpsampling(2), blocks[4].conv, scratchnn.ReLU(),
+        scratchnn.NearestUpsampling(2), blocks[6].conv, scratchnn.Sigmoid())
+    x = torch.rand(2, 3, 12, 8, dtype=torch.float64)
+    out_blocks = blocks.forward(x)
+    grad = torch.randn_like(out_blocks)
+    blocks.zero_grad()
+    grad_in_blocks = blocks.backward(grad)
+    weight_grads_blocks = [g.clone() for _, g in blocks.param()]
+    out_layers = layers.forward(x)
+    blocks.zero_grad()
+    grad_in_layers = layers.backward(grad)
+    assert (out_blocks - out_layers).abs().max() < 1e-12
+    assert (grad_in_blocks - grad_in_layers).abs().max() < 1e-12
+    for fused, plain in zip(weight_grads_blocks, [g for _, g in blocks.param()]):
+        assert (fused - plain).abs().max() < 1e-12
 
 
 def test_seed003_network_uses_upsampling_blocks():
