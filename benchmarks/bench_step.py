@@ -6,10 +6,11 @@ have the same layers and the same weights:
     Conv2d 3->100 k2 s2, ReLU, Conv2d 100->100 k2 s2, ReLU,
     nearest x2 + Conv2d 100->100 k3 p1, ReLU, nearest x2 + Conv2d 100->3 k3 p1, Sigmoid
 
-scratchnn builds the two "nearest x2 + convolution" blocks as ``Upsampling(..., 3, padding=1)``,
-which is the same function as ``NearestUpsampling(2)`` followed by ``Conv2d(..., 3, padding=1)``
-(chapter 5; chapter 8 shows how it is computed faster); torch.nn builds them as
-``nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(...))``.
+This is ``scratchnn.model.seed000_network``. scratchnn builds the two "nearest x2 + convolution"
+blocks as ``Upsampling(..., 3, padding=1)``, the same function as ``NearestUpsampling(2)``
+followed by ``Conv2d(..., 3, padding=1)`` (chapter 5; chapter 8 shows how it is computed faster);
+torch.nn builds them as ``nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(...))``.
+Before timing, the benchmark checks that both networks compute the same output.
 
 The two frameworks are timed interleaved in one process (scratchnn step, torch step, scratchnn
 step, ...) after warm-up steps, so that a slower or busier moment of the machine hits both; the
@@ -94,6 +95,18 @@ def copy_weights(scratch, reference):
     with torch.no_grad():
         for (parameter, _), reference_parameter in zip(scratch.param(), reference.parameters()):
             reference_parameter.copy_(parameter)
+
+
+def check_same_function(device):
+    """Both networks, with the same weights, must give the same output (to float32 rounding)."""
+    scratch, reference = build_scratchnn(device), build_torch(device)
+    copy_weights(scratch, reference)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2)).to(device)
+    with torch.no_grad():
+        difference = (scratch.forward(x) - reference(x)).abs().max().item()
+    if difference > 1e-4:
+        raise SystemExit(f"the two networks differ (max difference {difference:.1e}): not the same network")
+    return difference
 
 
 class Timer:
@@ -284,6 +297,7 @@ def main():
               "which hurts the framework with more, smaller operations most; for steadier numbers run "
               "with OMP_WAIT_POLICY=PASSIVE")
 
+    print(f"same network: outputs agree to {check_same_function(device):.1e}")
     for batch in args.batches:
         steps = time_steps(batch, device, args.rounds, args.warmup)
         result["steps"][str(batch)] = steps
