@@ -8,10 +8,7 @@ import torch
 from scratchnn import MSE, SGD, Adam, Conv2d, NearestUpsampling, ReLU, Sequential, Sigmoid, Upsampling
 
 
-@pytest.fixture(autouse=True)
-def no_autograd():
-    with torch.set_grad_enabled(False):
-        yield
+pytestmark = pytest.mark.usefixtures("no_autograd")
 
 
 def run_forward(module, x):

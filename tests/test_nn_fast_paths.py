@@ -21,10 +21,7 @@ from scratchnn.nn.conv import collapse_kernel, expand_kernel_grad, interleave_ph
 FLOAT64_TOL = 1e-9
 
 
-@pytest.fixture(autouse=True)
-def no_autograd():
-    with torch.set_grad_enabled(False):
-        yield
+pytestmark = pytest.mark.usefixtures("no_autograd")
 
 
 def max_error(ours, reference):

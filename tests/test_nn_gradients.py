@@ -29,20 +29,7 @@ FLOAT32_RTOL, FLOAT32_ATOL = 1e-4, 1e-5   # atol is multiplied by the reference'
 LARGEST_ERRORS = {"float64": 0.0, "float32": 0.0, "numerical": 0.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids thread hand-offs that dominate on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def no_autograd():
-    """Our framework must work with autograd off; the reference switches it back on locally."""
-    with torch.set_grad_enabled(False):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread", "no_autograd")
 
 
 def assert_match(name, ours, reference, dtype=torch.float64):

@@ -8,10 +8,7 @@ from torch import nn
 from scratchnn import MSE, SGD, Conv2d, NearestUpsampling, ReLU, Sequential, Sigmoid, Upsampling
 
 
-@pytest.fixture(autouse=True)
-def no_autograd():
-    with torch.set_grad_enabled(False):
-        yield
+pytestmark = pytest.mark.usefixtures("no_autograd")
 
 
 # --------------------------------------------------------------------------------------------

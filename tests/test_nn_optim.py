@@ -9,18 +9,7 @@ STEPS = 5
 TOL = 1e-9
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def no_autograd():
-    with torch.set_grad_enabled(False):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread", "no_autograd")
 
 
 def twin_networks(seed=0):

@@ -10,12 +10,7 @@ from scratchnn.train import train
 KINDS = sorted(ARCHITECTURES)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def twins(kind, channels=6, dtype=torch.float64):

@@ -39,13 +39,7 @@ def read_history(folder):
     return json.loads((folder / HISTORY_FILE).read_text())
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Train in-process on one thread (like the subprocesses), then restore the setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
