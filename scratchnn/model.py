@@ -56,7 +56,7 @@ class Architecture:
 
 ARCHITECTURES = {
     "seed000": Architecture(seed000_network, 100, "Seed 000, Table 1: conv 2x2/2, conv 2x2/2, "
-                                                  "(nearest x2, conv 3x3) twice, Sigmoid"),
+                                                  "Upsampling(3x3, x2) twice, Sigmoid"),
     "seed003": Architecture(seed003_network, 32, "Seed 003: conv 3x3/2, conv 3x3/2, "
                                                  "Upsampling(3x3, x2) twice, Sigmoid"),
 }
