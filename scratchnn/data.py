@@ -47,11 +47,14 @@ def load_photo(name):
     return _cached_photo(name).clone()  # a copy, so callers cannot spoil the cache
 
 
-def to_float(images):
-    """Scale images with values 0..255 (uint8 or float) to floats in [0, 1]."""
-    if images.is_floating_point():
-        return images / 255
-    return images.to(torch.float32).div_(255)
+def to_float(images, dtype=None):
+    """Scale images with values 0..255 (uint8 or float) to floats in [0, 1].
+
+    ``dtype=None`` keeps a float tensor's own dtype and gives float32 for uint8 images.
+    """
+    if dtype is None:
+        dtype = images.dtype if images.is_floating_point() else torch.float32
+    return images.to(dtype) / 255
 
 
 def to_uint8(images):

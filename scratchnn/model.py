@@ -249,13 +249,8 @@ class Model:
         minimised with the optimizer kept from one call to the next. Returns the loss history.
         """
         from .train import train
-        check_images(train_input, "train_input")
+        check_images(train_input, "train_input")  # shapes and num_epochs are checked by train()
         check_images(train_target, "train_target")
-        if train_input.shape != train_target.shape:
-            raise ValueError(f"train_input and train_target must have the same shape, "
-                             f"got {tuple(train_input.shape)} and {tuple(train_target.shape)}")
-        if not (isinstance(num_epochs, int) and num_epochs >= 0):
-            raise ValueError(f"num_epochs: expected an int >= 0, got {num_epochs!r}")
         history = train(self.network, train_input, train_target, num_epochs, optimizer=self.optimizer,
                         batch_size=self.batch_size, device=self.device, seed=self.train_calls)
         self.train_calls += 1  # a different shuffle on the next call

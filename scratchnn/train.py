@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from . import nn
+from .data import to_float
 from .metrics import psnr
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -192,11 +193,6 @@ def resolve_device(device="auto"):
     return device
 
 
-def to_unit_range(images, dtype):
-    """Images with values 0..255 (uint8 or float) as floats in [0, 1]: what the network sees."""
-    return images.to(dtype) / 255
-
-
 def epoch_permutation(num_samples, seed, epoch):
     """The order of the samples in epoch ``epoch``: depends on ``(seed, epoch)`` and nothing else.
 
@@ -209,7 +205,7 @@ def epoch_permutation(num_samples, seed, epoch):
 
 def predict_in_batches(stepper, images, dtype, batch_size=64):
     """The network's outputs (floats in [0, 1]) for uint8 images, a batch at a time."""
-    outputs = [stepper.forward(to_unit_range(images[start:start + batch_size], dtype))
+    outputs = [stepper.forward(to_float(images[start:start + batch_size], dtype))
                for start in range(0, len(images), batch_size)]
     return torch.cat(outputs)
 
@@ -217,7 +213,7 @@ def predict_in_batches(stepper, images, dtype, batch_size=64):
 def validation_psnr(stepper, noisy, clean, dtype):
     """Mean PSNR (dB) of the denoised validation images against the clean ones."""
     denoised = predict_in_batches(stepper, noisy, dtype).clamp(0, 1)
-    return psnr(denoised, to_unit_range(clean, dtype))
+    return psnr(denoised, to_float(clean, dtype))
 
 
 # --- files: checkpoints, history, plot -----------------------------------------------------------
@@ -309,7 +305,7 @@ def train_one_epoch(stepper, inputs, targets, order, batch_size, dtype, descript
     bar = progress_bar(starts, description, progress)
     for number, start in enumerate(bar, 1):
         chosen = order[start:start + batch_size]
-        loss = stepper.step(to_unit_range(inputs[chosen], dtype), to_unit_range(targets[chosen], dtype))
+        loss = stepper.step(to_float(inputs[chosen], dtype), to_float(targets[chosen], dtype))
         total += loss.to(torch.float64) * len(chosen)
         if number % 50 == 0 or number == len(starts):  # reading the loss waits for the GPU: not every step
             running = total.item() / min(start + batch_size, len(order))
@@ -370,7 +366,7 @@ def train(network, train_input, train_target, num_epochs, *, val_input=None, val
         stepper.load_state_dict(checkpoint)
         first_epoch, history = checkpoint["epoch"] + 1, checkpoint["history"]
     else:
-        baseline = psnr(to_unit_range(val_input, torch.float64), to_unit_range(val_target, torch.float64)) \
+        baseline = psnr(to_float(val_input, torch.float64), to_float(val_target, torch.float64)) \
             if has_validation else None
         history = new_history(baseline)
         start_psnr = validation_psnr(stepper, val_input, val_target, dtype) if has_validation else None
