@@ -6,11 +6,11 @@ have the same layers and the same weights:
     Conv2d 3->100 k2 s2, ReLU, Conv2d 100->100 k2 s2, ReLU,
     nearest x2 + Conv2d 100->100 k3 p1, ReLU, nearest x2 + Conv2d 100->3 k3 p1, Sigmoid
 
-This is ``scratchnn.model.seed000_network``. scratchnn builds the two "nearest x2 + convolution"
+This is ``scratchnn.networks.seed000_network``. scratchnn builds the two "nearest x2 + convolution"
 blocks as ``Upsampling(..., 3, padding=1)``, the same function as ``NearestUpsampling(2)``
 followed by ``Conv2d(..., 3, padding=1)`` (chapter 5; chapter 8 shows how it is computed faster);
-torch.nn builds them as ``nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(...))``.
-Before timing, the benchmark checks that both networks compute the same output.
+its twin (``scratchnn.reference``) builds them as ``nn.Upsample(scale_factor=2)`` then
+``nn.Conv2d``. Before timing, the benchmark checks that both networks compute the same output.
 
 The two frameworks are timed interleaved in one process (scratchnn step, torch step, scratchnn
 step, ...) after warm-up steps, so that a slower or busier moment of the machine hits both; the
@@ -29,7 +29,8 @@ one file holds the "before" and "after" measurements and every step in between.
 
 On a machine that other programs are also using, run with ``OMP_WAIT_POLICY=PASSIVE``: with the
 default (spinning) policy, an OpenMP thread that waits can lose a whole scheduler time slice at
-every parallel operation, and the step times then swing by several times from one round to the next.
+every parallel operation, and the step times then swing by several times from one round to the
+next.
 """
 import argparse
 import datetime
@@ -44,57 +45,27 @@ import torch
 from torch import nn
 
 import scratchnn
+from scratchnn.reference import build_reference, copy_weights
 
-# (kind, in_channels, out_channels, kernel, stride, padding) of every block; None for activations.
-BLOCKS = [
-    ("conv", 3, 100, 2, 2, 0), ("relu",),
-    ("conv", 100, 100, 2, 2, 0), ("relu",),
-    ("upconv", 100, 100, 3, 1, 1), ("relu",),
-    ("upconv", 100, 3, 3, 1, 1), ("sigmoid",),
-]
-
-
-def block_name(block):
-    if block[0] in ("relu", "sigmoid"):
-        return block[0]
-    kind, c, o, k, s, p = block
-    prefix = "nearest x2 + " if kind == "upconv" else ""
-    return f"{prefix}conv {c}->{o} k{k} s{s} p{p}"
+def block_name(module):
+    """A short description of one block of the network, the same for both frameworks."""
+    conv = getattr(module, "conv", module)
+    if not hasattr(conv, "kernel_size"):
+        return type(module).__name__.lower()
+    prefix = "nearest x2 + " if conv is not module else ""
+    return (f"{prefix}conv {conv.in_channels}->{conv.out_channels} k{conv.kernel_size[0]} "
+            f"s{conv.stride[0]} p{conv.padding[0]}")
 
 
 def build_scratchnn(device, seed=0):
+    """The seed000 network (``scratchnn.networks``), from fixed initial weights."""
     torch.manual_seed(seed)
-    layers = []
-    for kind, *args in BLOCKS:
-        if kind == "conv":
-            c, o, k, s, p = args
-            layers.append(scratchnn.Conv2d(c, o, k, stride=s, padding=p))
-        elif kind == "upconv":
-            c, o, k, s, p = args
-            layers.append(scratchnn.Upsampling(c, o, k, scale_factor=2, stride=s, padding=p))
-        else:
-            layers.append(scratchnn.ReLU() if kind == "relu" else scratchnn.Sigmoid())
-    return scratchnn.Sequential(*layers).to(device=device)
+    return scratchnn.build_network("seed000").to(device=device)
 
 
 def build_torch(device):
-    layers = []
-    for kind, *args in BLOCKS:
-        if kind in ("conv", "upconv"):
-            c, o, k, s, p = args
-            conv = nn.Conv2d(c, o, k, stride=s, padding=p)
-            layers.append(conv if kind == "conv" else
-                          nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv))
-        else:
-            layers.append(nn.ReLU() if kind == "relu" else nn.Sigmoid())
-    return nn.Sequential(*layers).to(device)
-
-
-def copy_weights(scratch, reference):
-    """Give the torch.nn network scratchnn's weights (same state_dict keys up to the Upsample)."""
-    with torch.no_grad():
-        for (parameter, _), reference_parameter in zip(scratch.param(), reference.parameters()):
-            reference_parameter.copy_(parameter)
+    """Its torch.nn twin (``scratchnn.reference``): the same layers, the same parameter names."""
+    return build_reference("seed000").to(device)
 
 
 def check_same_function(device):
@@ -105,7 +76,8 @@ def check_same_function(device):
     with torch.no_grad():
         difference = (scratch.forward(x) - reference(x)).abs().max().item()
     if difference > 1e-4:
-        raise SystemExit(f"the two networks differ (max difference {difference:.1e}): not the same network")
+        raise SystemExit(f"the two networks differ (max difference {difference:.1e}): "
+                         "not the same network")
     return difference
 
 
@@ -159,12 +131,14 @@ def time_steps(batch, device, rounds, warmup, lr=1e-3):
                 torch_step(reference, torch_optimizer, x, target)
             if index >= warmup:
                 times[name].append(timer.now() - start)
-    scratch_s, torch_s = statistics.median(times["scratchnn"]), statistics.median(times["torch.nn"])
+    scratch_s = statistics.median(times["scratchnn"])
+    torch_s = statistics.median(times["torch.nn"])
     # Two more robust views when other programs share the machine: the fastest step of each, and
     # the median over rounds of the ratio of two steps timed one right after the other.
     pairs = [mine / theirs for mine, theirs in zip(times["scratchnn"], times["torch.nn"])]
     return {"scratchnn_s": times["scratchnn"], "torch_s": times["torch.nn"],
-            "median_scratchnn_s": scratch_s, "median_torch_s": torch_s, "ratio": scratch_s / torch_s,
+            "median_scratchnn_s": scratch_s, "median_torch_s": torch_s,
+            "ratio": scratch_s / torch_s,
             "ratio_of_fastest": min(times["scratchnn"]) / min(times["torch.nn"]),
             "median_paired_ratio": statistics.median(pairs)}
 
@@ -218,15 +192,17 @@ def profile(batch, device, rounds, warmup):
     x = torch.rand(batch, 3, 32, 32, generator=generator).to(device)
     target = torch.rand(batch, 3, 32, 32, generator=generator).to(device)
     timer = Timer(device)
-    samples = {key: [] for key in ("scratchnn_forward", "scratchnn_backward", "torch_forward", "torch_backward")}
+    samples = {key: [] for key in ("scratchnn_forward", "scratchnn_backward",
+                                   "torch_forward", "torch_backward")}
     for index in range(warmup + rounds):
         scratch_forward, scratch_backward = profile_scratchnn(scratch, x, target, timer)
         torch_forward, torch_backward = profile_torch(reference, x, target, timer)
         if index >= warmup:
-            for key, value in zip(samples, (scratch_forward, scratch_backward, torch_forward, torch_backward)):
+            for key, value in zip(samples, (scratch_forward, scratch_backward,
+                                            torch_forward, torch_backward)):
                 samples[key].append(value)
     rows = []
-    for position, block in enumerate(BLOCKS):
+    for position, block in enumerate(scratch.modules):
         row = {"block": block_name(block)}
         for key, runs in samples.items():
             row[key + "_ms"] = 1000 * statistics.median(run[position] for run in runs)
@@ -236,7 +212,8 @@ def profile(batch, device, rounds, warmup):
 
 def machine(device, threads):
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+                if line.startswith("model name")),
+               platform.processor()) if Path("/proc/cpuinfo").exists() \
         else platform.processor()
     info = {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
             "device": device.type, "python": platform.python_version(),
@@ -251,15 +228,18 @@ def print_profile(rows):
     header = f"{'block':<36}{'scratchnn fwd':>14}{'bwd':>8}{'torch.nn fwd':>14}{'bwd':>8}   (ms)"
     print(header)
     for row in rows:
-        print(f"{row['block']:<36}{row['scratchnn_forward_ms']:>14.1f}{row['scratchnn_backward_ms']:>8.1f}"
+        print(f"{row['block']:<36}"
+              f"{row['scratchnn_forward_ms']:>14.1f}{row['scratchnn_backward_ms']:>8.1f}"
               f"{row['torch_forward_ms']:>14.1f}{row['torch_backward_ms']:>8.1f}")
     totals = [sum(row[key] for row in rows) for key in
-              ("scratchnn_forward_ms", "scratchnn_backward_ms", "torch_forward_ms", "torch_backward_ms")]
+              ("scratchnn_forward_ms", "scratchnn_backward_ms",
+               "torch_forward_ms", "torch_backward_ms")]
     print(f"{'total':<36}{totals[0]:>14.1f}{totals[1]:>8.1f}{totals[2]:>14.1f}{totals[3]:>8.1f}")
 
 
 def save(path, label, result):
-    """Add the run ``label`` to the JSON file at ``path``, replacing an earlier run of that label."""
+    """Add the run ``label`` to the JSON file at ``path``, replacing an earlier run of that
+    label."""
     path = Path(path)
     data = json.loads(path.read_text()) if path.exists() else {"runs": []}
     data["runs"] = [run for run in data["runs"] if run["label"] != label] + [result]
@@ -291,11 +271,12 @@ def main():
     info = result["machine"]
     print(f"{info['cpu']}, {args.threads} threads, torch {info['torch']}, device {device.type}"
           + (f" ({info['gpu']})" if "gpu" in info else ""))
-    if device.type == "cpu" and info["load_average_at_start"] > 1 and info["OMP_WAIT_POLICY"] != "PASSIVE":
-        print(f"warning: load average {info['load_average_at_start']:.1f}: other programs are using the CPU. "
-              "OpenMP threads that spin while waiting then lose whole time slices at every operation, "
-              "which hurts the framework with more, smaller operations most; for steadier numbers run "
-              "with OMP_WAIT_POLICY=PASSIVE")
+    if (device.type == "cpu" and info["load_average_at_start"] > 1
+            and info["OMP_WAIT_POLICY"] != "PASSIVE"):
+        print(f"warning: load average {info['load_average_at_start']:.1f}: "
+              "other programs are using the CPU. OpenMP threads that spin while waiting then "
+              "lose whole time slices at every operation, which hurts the framework with more, "
+              "smaller operations most; for steadier numbers run with OMP_WAIT_POLICY=PASSIVE")
 
     print(f"same network: outputs agree to {check_same_function(device):.1e}")
     for batch in args.batches:
@@ -303,7 +284,8 @@ def main():
         result["steps"][str(batch)] = steps
         print(f"batch {batch:4d}: scratchnn {steps['median_scratchnn_s']:.3f} s/step, "
               f"torch.nn {steps['median_torch_s']:.3f} s/step, ratio {steps['ratio']:.2f} "
-              f"(fastest steps {steps['ratio_of_fastest']:.2f}, paired {steps['median_paired_ratio']:.2f})")
+              f"(fastest steps {steps['ratio_of_fastest']:.2f}, "
+              f"paired {steps['median_paired_ratio']:.2f})")
     if not args.no_profile:
         for batch in args.profile_batches:
             rows = profile(batch, device, max(3, args.rounds // 2), 1)

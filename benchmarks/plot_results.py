@@ -25,11 +25,13 @@ def run_named(data, label):
     for run in data["runs"]:
         if run["label"] == label:
             return run
-    raise SystemExit(f"no run labelled {label!r}; stored runs: {[run['label'] for run in data['runs']]}")
+    raise SystemExit(f"no run labelled {label!r}; "
+                     f"stored runs: {[run['label'] for run in data['runs']]}")
 
 
 def block_times(run, batch, framework):
-    """Forward and backward milliseconds of every block of ``framework`` ('scratchnn' or 'torch')."""
+    """Forward and backward milliseconds of every block of ``framework`` ('scratchnn' or
+    'torch')."""
     rows = run["profile"][str(batch)]
     return ([row["block"] for row in rows], [row[f"{framework}_forward_ms"] for row in rows],
             [row[f"{framework}_backward_ms"] for row in rows])
@@ -73,7 +75,8 @@ def plot_ratios(ax, data):
 
 
 def plot(data, before="before", after="after", batch=64):
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), dpi=100, gridspec_kw={"width_ratios": [3, 2]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), dpi=100,
+                                      gridspec_kw={"width_ratios": [3, 2]})
     plot_profile(left, data, before, after, batch)
     plot_ratios(right, data)
     machine = run_named(data, after)["machine"]
@@ -86,7 +89,8 @@ def plot(data, before="before", after="after", batch=64):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", default=RESULTS / "cpu.json", type=Path)
-    parser.add_argument("--out", default=None, type=Path, help="PNG file (default: the JSON's name, .png)")
+    parser.add_argument("--out", default=None, type=Path,
+                        help="PNG file (default: the JSON's name, .png)")
     parser.add_argument("--before", default="before")
     parser.add_argument("--after", default="after")
     parser.add_argument("--batch", default=64, type=int, help="batch size of the profile panel")

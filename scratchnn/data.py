@@ -20,7 +20,13 @@ import torch
 # well the denoiser generalises to images it has not seen.
 TRAIN_PHOTOS = ("astronaut", "coffee", "rocket", "motorcycle", "china")
 VALIDATION_PHOTOS = ("chelsea", "flower")
-ALL_PHOTOS = TRAIN_PHOTOS + VALIDATION_PHOTOS
+# A second held-out set, more varied: grey photographs (a camera man, coins, a clock, the moon),
+# textures (brick, grass, gravel) and a stained tissue section. Grey images are copied into the
+# three colour channels; the noise is still drawn independently in each channel.
+VARIED_VALIDATION_PHOTOS = ("camera", "coins", "clock", "moon", "brick", "grass", "gravel",
+                            "immunohistochemistry")
+GREY_PHOTOS = ("camera", "coins", "clock", "moon", "brick", "grass", "gravel")
+ALL_PHOTOS = TRAIN_PHOTOS + VALIDATION_PHOTOS + VARIED_VALIDATION_PHOTOS
 
 
 def _read_photo(name):
@@ -32,7 +38,10 @@ def _read_photo(name):
         return load_sample_image(name + ".jpg")
     if name == "motorcycle":
         return skimage.data.stereo_motorcycle()[0]  # the left view of a stereo pair
-    return getattr(skimage.data, name)()
+    photo = getattr(skimage.data, name)()
+    if name in GREY_PHOTOS:
+        photo = photo[:, :, None].repeat(3, axis=2)  # (H, W) -> (H, W, 3)
+    return photo
 
 
 @lru_cache(maxsize=None)
@@ -100,7 +109,8 @@ def noise_from_spec(spec):
         number = -1.0
     if kind not in ("gaussian", "poisson") or not number > 0:
         raise ValueError(f"bad noise spec {spec!r}: expected 'gaussian:SIGMA' (SIGMA in 0..255, "
-                         "e.g. 'gaussian:25') or 'poisson:PEAK' (e.g. 'poisson:30'), with a positive number")
+                         "e.g. 'gaussian:25') or 'poisson:PEAK' (e.g. 'poisson:30'), "
+                         "with a positive number")
     return GaussianNoise(number / 255) if kind == "gaussian" else PoissonNoise(number)
 
 
@@ -186,7 +196,9 @@ def make_noise2noise_pairs(num_pairs, seed=0, noise=GaussianNoise(), crop_size=3
 def make_validation_set(num_images=1000, seed=0, noise=GaussianNoise(), crop_size=32,
                         photos=VALIDATION_PHOTOS):
     """Validation data ``(noisy, clean)``, uint8 (N, 3, crop_size, crop_size),
-    from photographs held out of training, like the course's ``val_data.pkl``."""
+    from photographs held out of training, like the course's ``val_data.pkl``.
+
+    ``photos=VARIED_VALIDATION_PHOTOS`` gives the second, more varied held-out set."""
     generator = torch.Generator().manual_seed(seed)
     clean = _random_crops(num_images, photos, crop_size, False, generator)
     return add_noise(clean, noise, generator), clean
@@ -205,16 +217,20 @@ def load_course_data(path):
     except FileNotFoundError:
         raise  # a missing file is already a clear error
     except Exception as error:  # a damaged or foreign file can fail in many different ways
-        raise ValueError(f"{path}: expected {expected}, but the file could not be read ({error})") from None
+        raise ValueError(f"{path}: expected {expected}, "
+                         f"but the file could not be read ({error})") from None
     if not isinstance(data, (tuple, list)):
         raise ValueError(f"{path}: expected {expected}, found a {type(data).__name__}")
     if len(data) != 2:
-        raise ValueError(f"{path}: expected {expected}, found a {type(data).__name__} of length {len(data)}")
+        raise ValueError(f"{path}: expected {expected}, "
+                         f"found a {type(data).__name__} of length {len(data)}")
     for name, tensor in zip(("first", "second"), data):
         if not isinstance(tensor, torch.Tensor):
-            raise ValueError(f"{path}: expected {expected}, the {name} item is a {type(tensor).__name__}")
+            raise ValueError(f"{path}: expected {expected}, "
+                             f"the {name} item is a {type(tensor).__name__}")
         if tensor.dtype != torch.uint8:  # uint8 also guarantees values 0..255
-            raise ValueError(f"{path}: expected {expected}, the {name} tensor has dtype {tensor.dtype}")
+            raise ValueError(f"{path}: expected {expected}, "
+                             f"the {name} tensor has dtype {tensor.dtype}")
         if tensor.ndim != 4 or tensor.shape[1] != 3:
             raise ValueError(f"{path}: expected {expected}, "
                              f"the {name} tensor has shape {tuple(tensor.shape)}")
@@ -235,7 +251,8 @@ def images_to_uint8_chw(images):
     return images.permute(0, 3, 1, 2).contiguous()
 
 
-def noise2noise_pairs_from_images(images, num_pairs, seed=0, noise=GaussianNoise(), return_clean=False):
+def noise2noise_pairs_from_images(images, num_pairs, seed=0, noise=GaussianNoise(),
+                                  return_clean=False):
     """Noisy pairs from ``num_pairs`` distinct images drawn at random from
     uint8 clean images (N, 3, H, W); returns what ``make_noise2noise_pairs`` does."""
     if num_pairs > len(images):
@@ -248,7 +265,11 @@ def noise2noise_pairs_from_images(images, num_pairs, seed=0, noise=GaussianNoise
 def cifar10_noise2noise_pairs(root, num_pairs, seed=0, noise=GaussianNoise(), train=True,
                               download=True, return_clean=False):
     """Noisy pairs from CIFAR-10 (needs torchvision, e.g. in Colab; downloads ~170 MB)."""
-    import torchvision  # imported here: only readers who use CIFAR-10 need it
+    try:
+        import torchvision  # imported here: only readers who use CIFAR-10 need it
+    except ImportError:
+        raise ValueError("CIFAR-10 is read with torchvision, which is not installed: "
+                         "pip install torchvision") from None
 
     dataset = torchvision.datasets.CIFAR10(root, train=train, download=download)
     images = images_to_uint8_chw(dataset.data)  # dataset.data: numpy uint8 (N, 32, 32, 3)

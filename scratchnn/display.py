@@ -1,4 +1,5 @@
-"""Helpers for the book: show the package's own source code in a notebook (no second copy to drift)."""
+"""Helpers for the book: show the package's own source code in a notebook (no second copy
+to drift)."""
 import inspect
 import textwrap
 

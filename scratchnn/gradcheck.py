@@ -15,7 +15,8 @@ import torch
 
 
 def numerical_gradient(loss_of, x, eps=1e-6):
-    """d loss_of(x) / dx by central differences, element by element (x is modified and restored)."""
+    """d loss_of(x) / dx by central differences, element by element (x is modified and
+    restored)."""
     if x.dtype != torch.float64:
         raise ValueError(f"numerical_gradient: expected a float64 tensor, got {x.dtype}")
     grad = torch.zeros_like(x)
@@ -34,18 +35,22 @@ def numerical_gradient(loss_of, x, eps=1e-6):
 def max_error(ours, reference):
     """Largest absolute element-wise difference between two tensors of the same shape."""
     if tuple(ours.shape) != tuple(reference.shape):
-        raise ValueError(f"max_error: shapes differ: {tuple(ours.shape)} vs {tuple(reference.shape)}")
+        raise ValueError("max_error: shapes differ: "
+                         f"{tuple(ours.shape)} vs {tuple(reference.shape)}")
     if ours.numel() == 0:
         return 0.0
-    return float((ours.detach().to(torch.float64) - reference.detach().to(torch.float64)).abs().max())
+    return float((ours.detach().to(torch.float64)
+                  - reference.detach().to(torch.float64)).abs().max())
 
 
 def compare(name, ours, reference, tol=1e-9, verbose=True):
-    """Print and return whether ``ours`` matches ``reference`` to within ``tol`` (max abs error)."""
+    """Print and return whether ``ours`` matches ``reference`` to within ``tol`` (max abs
+    error)."""
     error = max_error(ours, reference)
     passed = error <= tol
     if verbose:
-        print(f"{name:<28} max error {error:.1e}  (tolerance {tol:.0e})  {'pass' if passed else 'FAIL'}")
+        print(f"{name:<28} max error {error:.1e}  (tolerance {tol:.0e})  "
+              f"{'pass' if passed else 'FAIL'}")
     return passed
 
 

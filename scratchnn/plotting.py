@@ -25,7 +25,8 @@ def plot_psnr_curves(histories, ax=None, show_baseline=True):
                 markersize=3, label=label)
         baseline = history.get("baseline_psnr") if baseline is None else baseline
     if show_baseline and baseline is not None:
-        ax.axhline(baseline, color="gray", linestyle="--", label=f"noisy input ({baseline:.2f} dB)")
+        ax.axhline(baseline, color="gray", linestyle="--",
+                   label=f"noisy input ({baseline:.2f} dB)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation PSNR (dB)")
     ax.grid(alpha=0.3)
@@ -51,7 +52,8 @@ def plot_denoising_grid(noisy, denoised, clean=None, num_images=4, axes=None):
 
     All three are (N, 3, H, W) tensors with values 0..255; the first ``num_images`` are shown.
     """
-    columns = [("noisy", noisy), ("denoised", denoised)] + ([("clean", clean)] if clean is not None else [])
+    columns = ([("noisy", noisy), ("denoised", denoised)]
+               + ([("clean", clean)] if clean is not None else []))
     rows = min(num_images, len(noisy))
     if axes is None:
         import matplotlib.pyplot as plt

@@ -1,13 +1,13 @@
 """The same networks in ``torch.nn`` with autograd: the referee for the from-scratch framework.
 
-Nothing here is used to train the from-scratch networks. It exists to *check* them (same weights in,
-same outputs, gradients and updates out) and to *compare* them (speed, PSNR curves side by side).
-The architectures come from ``scratchnn.model``: each is written once, as a function of a layer
-library, and here it is given ``torch.nn``'s layers instead of ``scratchnn.nn``'s.
+Nothing here is used to train the from-scratch networks. It exists to *check* them (same weights
+in, same outputs, gradients and updates out) and to *compare* them (speed, PSNR curves side by
+side). The architectures come from ``scratchnn.networks``: each is written once, as a function of
+a layer library, and here it is given ``torch.nn``'s layers instead of ``scratchnn.nn``'s.
 """
 from torch import nn
 
-from .model import architecture
+from .networks import architecture
 
 
 class ReferenceUpsampling(nn.Module):
@@ -21,7 +21,8 @@ class ReferenceUpsampling(nn.Module):
                  dilation=1, bias=True):
         super().__init__()
         self.upsample = nn.Upsample(scale_factor=scale_factor, mode="nearest")
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=bias)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                              bias=bias)
 
     def forward(self, x):
         return self.conv(self.upsample(x))
@@ -54,5 +55,6 @@ def copy_weights(source, destination):
     copies into the destination's own tensors (its dtype and device are kept). Returns
     ``destination``.
     """
-    destination.load_state_dict({name: tensor.detach() for name, tensor in source.state_dict().items()})
+    destination.load_state_dict({name: tensor.detach()
+                                 for name, tensor in source.state_dict().items()})
     return destination

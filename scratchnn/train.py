@@ -10,10 +10,10 @@ What the loop guarantees:
   interrupted run can be resumed and sees exactly the batches it would have seen.
 * **Nothing lost.** After every epoch (and once before the first) the network, the optimizer's
   state (momentum or Adam's running averages), the epoch and the history are written to
-  ``checkpoint.pt`` *atomically*: to a temporary file first, then renamed over the old one, so a crash
-  never leaves half a file. ``resume=True`` continues from it.
-* **Clear failure.** A NaN or infinite loss raises ``TrainingDiverged``; the last checkpoint, written
-  before things went wrong, is kept.
+  ``checkpoint.pt`` atomically (``scratchnn.files``), so a crash never leaves half a file;
+  ``resume=True`` continues from it. A folder holding another run is never overwritten unasked.
+* **Clear failure.** A NaN or infinite loss raises ``TrainingDiverged``; the last checkpoint,
+  written before things went wrong, is kept.
 * **Safe files.** Checkpoints hold only tensors, dicts, lists, numbers and strings, so they load
   with ``torch.load(path, weights_only=True)``.
 """
@@ -27,14 +27,10 @@ import torch
 
 from . import nn
 from .data import to_float
+from .files import (BEST_WEIGHTS_FILE, HISTORY_FILE, PLOT_FILE, WEIGHTS_FILE, check_run_folder,
+                    load_checkpoint, save_checkpoint, save_weights, write_atomically)
 from .metrics import psnr
-
-CHECKPOINT_FILE = "checkpoint.pt"
-HISTORY_FILE = "history.json"
-PLOT_FILE = "psnr.png"
-WEIGHTS_FILE = "network.pth"
-
-DEFAULT_LEARNING_RATES = {"sgd": 0.1, "adam": 1e-3}
+from .settings import TrainSettings, optimizer_kind
 
 
 class TrainingDiverged(RuntimeError):
@@ -50,23 +46,17 @@ def is_torch_network(network):
 
 
 def make_optimizer(network, name="adam", lr=None, momentum=0.0):
-    """SGD or Adam for ``network``, from the network's own framework.
-
-    ``lr=None`` takes a default that works for an MSE averaged over N*C*H*W elements (whose
-    gradients are tiny, so plain SGD needs a large step): 0.1 for SGD, 1e-3 for Adam.
-    """
-    if name not in DEFAULT_LEARNING_RATES:
-        raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(DEFAULT_LEARNING_RATES)}")
-    lr = DEFAULT_LEARNING_RATES[name] if lr is None else lr
-    if name == "adam" and momentum:
-        raise ValueError("momentum is an SGD setting; Adam has its own running averages (betas)")
+    """The optimizer ``name`` (a key of ``settings.OPTIMIZERS``) for ``network``, taken from the
+    network's own framework: ``scratchnn.nn`` for a from-scratch network, ``torch.optim`` for
+    its twin. ``lr=None`` takes the optimizer's default learning rate."""
+    kind = optimizer_kind(name)
+    lr = kind.default_lr if lr is None else lr
+    options = {"momentum": momentum} if kind.has_momentum else {}
+    if momentum and not kind.has_momentum:
+        raise ValueError(f"momentum is an SGD setting; {name} has its own running averages")
     if is_torch_network(network):
-        if name == "sgd":
-            return torch.optim.SGD(network.parameters(), lr=lr, momentum=momentum)
-        return torch.optim.Adam(network.parameters(), lr=lr)
-    if name == "sgd":
-        return nn.SGD(network.param(), lr=lr, momentum=momentum)
-    return nn.Adam(network.param(), lr=lr)
+        return kind.torch(network.parameters(), lr=lr, **options)
+    return kind.scratch(network.param(), lr=lr, **options)
 
 
 def learning_rate(optimizer):
@@ -76,48 +66,19 @@ def learning_rate(optimizer):
     return optimizer.lr
 
 
-def scratch_optimizer_state_dict(optimizer):
-    """The state of a from-scratch SGD or Adam, enough to resume it exactly.
-
-    Written here, outside ``scratchnn.nn``, from the optimizer's attributes: SGD's momentum buffers
-    (``velocities``, ``None`` before the first step) and Adam's step count and running averages.
-    """
-    state = {"kind": type(optimizer).__name__, "lr": optimizer.lr}
-    if isinstance(optimizer, nn.SGD):
-        state["velocities"] = [None if v is None else v.clone() for v in optimizer.velocities]
-    elif isinstance(optimizer, nn.Adam):
-        state.update(steps=optimizer.steps, means=[m.clone() for m in optimizer.means],
-                     squares=[s.clone() for s in optimizer.squares])
-    else:
-        raise ValueError(f"cannot save the state of a {type(optimizer).__name__}")
-    return state
-
-
-def load_scratch_optimizer_state_dict(optimizer, state):
-    """Put a state from ``scratch_optimizer_state_dict`` back into a from-scratch optimizer."""
-    if state["kind"] != type(optimizer).__name__:
-        raise ValueError(f"the saved optimizer is {state['kind']}, this one is {type(optimizer).__name__}")
-    optimizer.lr = state["lr"]
-    if isinstance(optimizer, nn.SGD):
-        optimizer.velocities = [None if v is None else v.to(parameter.device, parameter.dtype)
-                                for v, (parameter, _) in zip(state["velocities"], optimizer.params)]
-    else:
-        optimizer.steps = state["steps"]
-        for mine, saved in zip(optimizer.means + optimizer.squares, state["means"] + state["squares"]):
-            mine.copy_(saved)
-
-
 # --- the adapter: one training step in either framework ------------------------------------------
 
 
 class ScratchStepper:
-    """A from-scratch network, its optimizer and the MSE loss: forward, backward by hand, update."""
+    """A from-scratch network, its optimizer and the MSE loss: forward, backward by hand,
+    update."""
 
     def __init__(self, network, optimizer):
         live = [parameter for parameter, _ in network.param()]
         if any(mine is not theirs for (mine, _), theirs in zip(optimizer.params, live)):
-            raise ValueError("the optimizer does not hold this network's parameters (was the network "
-                             "moved with .to() after the optimizer was made? make the optimizer after)")
+            raise ValueError("the optimizer does not hold this network's parameters (was the "
+                             "network moved with .to() after the optimizer was made? make the "
+                             "optimizer after)")
         self.network, self.optimizer, self.loss = network, optimizer, nn.MSE()
 
     def step(self, inputs, targets):
@@ -131,20 +92,24 @@ class ScratchStepper:
     def forward(self, inputs):
         return self.network.forward(inputs)
 
+    def weights(self):
+        """A copy of the network's parameters by name: what ``network.pth`` holds."""
+        return {name: tensor.clone() for name, tensor in self.network.state_dict().items()}
+
     def state_dict(self):
-        return {"network": {name: tensor.clone() for name, tensor in self.network.state_dict().items()},
-                "optimizer": scratch_optimizer_state_dict(self.optimizer)}
+        return {"network": self.weights(), "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state):
         self.network.load_state_dict(state["network"])
-        load_scratch_optimizer_state_dict(self.optimizer, state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
     def parameters(self):
         return [parameter for parameter, _ in self.network.param()]
 
 
 class TorchStepper:
-    """The ``torch.nn`` twin, its ``torch.optim`` optimizer and ``MSELoss``: autograd does backward."""
+    """The ``torch.nn`` twin, its ``torch.optim`` optimizer and ``MSELoss``: autograd does the
+    backward pass."""
 
     def __init__(self, network, optimizer):
         self.network, self.optimizer, self.loss = network, optimizer, torch.nn.MSELoss()
@@ -160,9 +125,12 @@ class TorchStepper:
         with torch.no_grad():
             return self.network(inputs)
 
+    def weights(self):
+        """A copy of the network's parameters by name: what ``network.pth`` holds."""
+        return {name: tensor.clone() for name, tensor in self.network.state_dict().items()}
+
     def state_dict(self):
-        return {"network": {name: tensor.clone() for name, tensor in self.network.state_dict().items()},
-                "optimizer": self.optimizer.state_dict()}
+        return {"network": self.weights(), "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state):
         self.network.load_state_dict(state["network"])
@@ -173,7 +141,8 @@ class TorchStepper:
 
 
 def make_stepper(network, optimizer="adam", lr=None, momentum=0.0):
-    """The adapter for ``network``; ``optimizer`` is a name (``"sgd"``/``"adam"``) or an optimizer."""
+    """The adapter for ``network``; ``optimizer`` is a name (``"sgd"``, ``"adam"``) or an
+    optimizer already made for the network."""
     if isinstance(optimizer, str):
         optimizer = make_optimizer(network, optimizer, lr, momentum)
     stepper = TorchStepper if is_torch_network(network) else ScratchStepper
@@ -189,7 +158,8 @@ def resolve_device(device="auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for, but PyTorch sees no GPU (use 'auto' or 'cpu')")
+        raise ValueError("device 'cuda' was asked for, but PyTorch sees no GPU "
+                         "(use 'auto' or 'cpu')")
     return device
 
 
@@ -210,43 +180,18 @@ def predict_in_batches(stepper, images, dtype, batch_size=64):
     return torch.cat(outputs)
 
 
+def noisy_psnr(noisy, clean):
+    """The do-nothing baseline: PSNR of the noisy images themselves."""
+    return psnr(to_float(noisy, torch.float64), to_float(clean, torch.float64))
+
+
 def validation_psnr(stepper, noisy, clean, dtype):
     """Mean PSNR (dB) of the denoised validation images against the clean ones."""
     denoised = predict_in_batches(stepper, noisy, dtype).clamp(0, 1)
     return psnr(denoised, to_float(clean, dtype))
 
 
-# --- files: checkpoints, history, plot -----------------------------------------------------------
-
-
-def write_atomically(path, write):
-    """Call ``write(temporary_path)``, then rename the file to ``path`` in one step.
-
-    ``os.replace`` within one folder is atomic: a reader (or a resumed run) sees the old file or
-    the new one, never a half-written one, even if the process is killed mid-write.
-    """
-    path = Path(path)
-    # Same folder (a rename across file systems is not atomic); the process id keeps two writers apart.
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def save_checkpoint(out_dir, stepper, epoch, history, config):
-    checkpoint = {"epoch": epoch, "history": history, "config": config, **stepper.state_dict()}
-    write_atomically(Path(out_dir) / CHECKPOINT_FILE, lambda path: torch.save(checkpoint, path))
-
-
-def load_checkpoint(out_dir):
-    """The checkpoint in ``out_dir`` (on the CPU), or None when there is none."""
-    path = Path(out_dir) / CHECKPOINT_FILE
-    if not path.exists():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+# --- the run's record: history and plot ----------------------------------------------------------
 
 
 def save_history_and_plot(out_dir, history, label):
@@ -254,19 +199,38 @@ def save_history_and_plot(out_dir, history, label):
     text = json.dumps(history, indent=1)
     write_atomically(Path(out_dir) / HISTORY_FILE, lambda path: Path(path).write_text(text))
     if any(value is not None for value in history["val_psnr"]):
-        write_atomically(Path(out_dir) / PLOT_FILE, lambda path: save_psnr_plot({label: history}, path))
+        write_atomically(Path(out_dir) / PLOT_FILE,
+                         lambda path: save_psnr_plot({label: history}, path))
 
 
-def new_history(baseline_psnr):
-    """Per-epoch lists, aligned: entry 0 is the untrained network (no training loss yet)."""
-    return {"epoch": [], "train_loss": [], "val_psnr": [], "seconds": [], "baseline_psnr": baseline_psnr}
+def new_history(baseline_psnr, other_baselines):
+    """Per-epoch lists, aligned: entry 0 is the untrained network (no training loss yet).
+
+    ``val_psnr`` is measured on the main validation set (it picks ``best_epoch``);
+    ``other_val_psnr`` holds one list per further validation set, by name. The baselines are the
+    PSNRs of the noisy images themselves.
+    """
+    return {"epoch": [], "train_loss": [], "val_psnr": [], "seconds": [], "cpu_seconds": [],
+            "baseline_psnr": baseline_psnr,
+            "other_val_psnr": {name: [] for name in other_baselines},
+            "other_baseline_psnr": dict(other_baselines), "best_epoch": None}
 
 
-def record_epoch(history, epoch, train_loss, val_psnr, seconds):
+def record_epoch(history, epoch, train_loss, val_psnr, other_val_psnr, seconds, cpu_seconds):
+    """Append one epoch; returns True when its main validation PSNR is the best so far."""
     history["epoch"].append(epoch)
     history["train_loss"].append(train_loss)
     history["val_psnr"].append(val_psnr)
+    for name, value in other_val_psnr.items():
+        history["other_val_psnr"][name].append(value)
     history["seconds"].append(seconds)
+    history["cpu_seconds"].append(cpu_seconds)
+    best = history["best_epoch"]
+    best_psnr = None if best is None else history["val_psnr"][history["epoch"].index(best)]
+    if val_psnr is not None and (best_psnr is None or val_psnr > best_psnr):
+        history["best_epoch"] = epoch
+        return True
+    return False
 
 
 def check_same_run(saved, current):
@@ -275,8 +239,10 @@ def check_same_run(saved, current):
     differences = {key: (saved.get(key), current.get(key)) for key in set(saved) | set(current)
                    if key not in ignore and saved.get(key) != current.get(key)}
     if differences:
-        details = ", ".join(f"{key}: saved {old!r}, now {new!r}" for key, (old, new) in sorted(differences.items()))
-        raise ValueError(f"cannot resume: the checkpoint was made with different settings ({details})")
+        details = ", ".join(f"{key}: saved {old!r}, now {new!r}"
+                            for key, (old, new) in sorted(differences.items()))
+        raise ValueError(f"cannot resume: the checkpoint was made with different settings "
+                         f"({details})")
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -307,7 +273,8 @@ def train_one_epoch(stepper, inputs, targets, order, batch_size, dtype, descript
         chosen = order[start:start + batch_size]
         loss = stepper.step(to_float(inputs[chosen], dtype), to_float(targets[chosen], dtype))
         total += loss.to(torch.float64) * len(chosen)
-        if number % 50 == 0 or number == len(starts):  # reading the loss waits for the GPU: not every step
+        # Reading the loss waits for the GPU to finish its queue: only every 50 batches.
+        if number % 50 == 0 or number == len(starts):
             running = total.item() / min(start + batch_size, len(order))
             if not math.isfinite(running):
                 bar.close()
@@ -323,80 +290,138 @@ def check_parameters_finite(stepper):
             raise TrainingDiverged("a parameter became NaN or infinite")
 
 
-def train(network, train_input, train_target, num_epochs, *, val_input=None, val_target=None,
-          optimizer="adam", lr=None, momentum=0.0, batch_size=16, device="auto", dtype=torch.float32,
-          seed=0, out_dir=None, resume=False, callbacks=(), progress=True, label="scratchnn",
-          config=None):
-    """Train ``network`` to map ``train_input`` to ``train_target``; returns the history.
+def validation_sets(validation):
+    """``validation`` as a dict ``{name: (noisy, clean)}``; a bare pair becomes
+    ``{"val": pair}``."""
+    if validation is None:
+        return {}
+    if isinstance(validation, dict):
+        return dict(validation)
+    if isinstance(validation, (tuple, list)) and len(validation) == 2:
+        return {"val": tuple(validation)}
+    raise ValueError("validation: expected (noisy, clean) images, or a dict of such pairs by name")
 
-    Inputs and targets are (N, 3, H, W) images with values 0..255 (uint8 or float): for Noise2Noise,
-    two noisy copies of the same images. ``num_epochs`` counts the whole run: resuming a run that
-    finished epoch 3 with ``num_epochs=5`` trains epochs 4 and 5.
 
-    The network (from-scratch or ``torch.nn``) is moved to ``device`` and ``dtype``; ``optimizer``
-    is ``"sgd"`` or ``"adam"`` (made with ``lr`` and ``momentum``), or an optimizer already made for
-    the moved network. With ``out_dir``, every epoch writes ``checkpoint.pt``, ``history.json``
-    and ``psnr.png`` there, and the end writes the weights alone to ``network.pth``. Each callback
-    is called as ``callback(epoch, history)`` after every epoch. ``config`` is any extra
-    description of the run (data, network) stored with the checkpoint and checked on resume.
-    """
-    if not (isinstance(num_epochs, int) and num_epochs >= 0 and isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"expected num_epochs >= 0 and batch_size >= 1 (ints), got {num_epochs!r} and {batch_size!r}")
-    device = resolve_device(device)
-    network.to(device=device, dtype=dtype)
-    stepper = make_stepper(network, optimizer, lr, momentum)
-    inputs, targets = train_input.to(device), train_target.to(device)
+def check_training_data(inputs, targets, validation):
+    if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
+        raise ValueError("train_input and train_target must be tensors of images")
     if inputs.shape != targets.shape or len(inputs) == 0:
         raise ValueError(f"train_input and train_target must be non-empty and of the same shape, "
                          f"got {tuple(inputs.shape)} and {tuple(targets.shape)}")
-    has_validation = val_input is not None
-    if has_validation != (val_target is not None):
-        raise ValueError("give both val_input and val_target (noisy and clean validation images), or neither")
-    if has_validation:
-        val_input, val_target = val_input.to(device), val_target.to(device)
-    config = {**(config or {}), "seed": seed, "batch_size": batch_size, "num_train": len(inputs),
-              "optimizer": type(stepper.optimizer).__name__, "lr": learning_rate(stepper.optimizer),
-              "momentum": momentum,
-              "framework": "torch" if is_torch_network(network) else "scratchnn", "dtype": str(dtype),
-              "num_epochs": num_epochs}
+    for name, (noisy, clean) in validation.items():
+        if noisy.shape != clean.shape or len(noisy) == 0:
+            raise ValueError(f"validation set {name!r}: noisy and clean images must be non-empty "
+                             f"and of the same shape, got {tuple(noisy.shape)} and "
+                             f"{tuple(clean.shape)}")
 
-    checkpoint = load_checkpoint(out_dir) if (out_dir and resume) else None
+
+def train(network, train_input, train_target, num_epochs, *, settings=None, optimizer=None,
+          validation=None, out_dir=None, resume=False, overwrite=False, callbacks=(),
+          progress=True, config=None):
+    """Train ``network`` to map ``train_input`` to ``train_target``; returns the history.
+
+    * Inputs and targets are (N, 3, H, W) images with values 0..255 (uint8 or float): for
+      Noise2Noise, two noisy copies of the same images. ``num_epochs`` counts the whole run:
+      resuming a run that finished epoch 3 with ``num_epochs=5`` trains epochs 4 and 5.
+    * ``settings`` (a ``TrainSettings``) says how to optimise; the network, from-scratch or
+      ``torch.nn``, is moved to its device and dtype. ``optimizer`` is an optimizer already made
+      for the moved network (the course's ``Model`` keeps one across calls); by default one is
+      made from ``settings``.
+    * ``validation`` is ``(noisy, clean)`` images, or a dict of them by name: the first set picks
+      the best epoch, every set is measured after every epoch.
+    * With ``out_dir``, every epoch writes ``checkpoint.pt``, ``history.json``, ``psnr.png`` and,
+      when validation improves, ``best.pth``; the end writes ``network.pth``. A folder that
+      already holds a run is refused unless ``resume`` (continue it) or ``overwrite``.
+    * Each callback is called as ``callback(epoch, history)`` after every epoch. ``config`` is
+      any extra description of the run (data, network), stored with the checkpoint and checked
+      on resume.
+    """
+    settings = settings or TrainSettings()
+    if not (isinstance(num_epochs, int) and not isinstance(num_epochs, bool) and num_epochs >= 0):
+        raise ValueError(f"expected num_epochs to be an int >= 0, got {num_epochs!r}")
+    validation = validation_sets(validation)
+    check_training_data(train_input, train_target, validation)
+    if out_dir is not None:
+        check_run_folder(out_dir, resume, overwrite)
+    device, dtype = resolve_device(settings.device), settings.dtype
+    network.to(device=device, dtype=dtype)
+    stepper = make_stepper(network, optimizer or settings.optimizer, settings.lr,
+                           settings.momentum)
+    inputs, targets = train_input.to(device), train_target.to(device)
+    validation = {name: (noisy.to(device), clean.to(device))
+                  for name, (noisy, clean) in validation.items()}
+    framework = "torch" if is_torch_network(network) else "scratchnn"
+    config = {**(config or {}), "seed": settings.seed, "batch_size": settings.batch_size,
+              "num_train": len(inputs), "optimizer": type(stepper.optimizer).__name__,
+              "lr": learning_rate(stepper.optimizer), "momentum": settings.momentum,
+              "framework": framework, "dtype": str(dtype), "num_epochs": num_epochs}
+    run = Run(stepper, validation, dtype, out_dir, config, label=framework)
+
+    checkpoint = load_checkpoint(out_dir) if (out_dir is not None and resume) else None
     if checkpoint is not None:
         check_same_run(checkpoint["config"], config)
         stepper.load_state_dict(checkpoint)
-        first_epoch, history = checkpoint["epoch"] + 1, checkpoint["history"]
+        first_epoch, run.history = checkpoint["epoch"] + 1, checkpoint["history"]
     else:
-        baseline = psnr(to_float(val_input, torch.float64), to_float(val_target, torch.float64)) \
-            if has_validation else None
-        history = new_history(baseline)
-        start_psnr = validation_psnr(stepper, val_input, val_target, dtype) if has_validation else None
-        record_epoch(history, 0, None, start_psnr, 0.0)
+        run.start()
         first_epoch = 1
-        if out_dir:
-            Path(out_dir).mkdir(parents=True, exist_ok=True)
-            save_checkpoint(out_dir, stepper, 0, history, config)
-            save_history_and_plot(out_dir, history, label)
 
     for epoch in range(first_epoch, num_epochs + 1):
-        started = time.perf_counter()
-        order = epoch_permutation(len(inputs), seed, epoch).to(device)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        order = epoch_permutation(len(inputs), settings.seed, epoch).to(device)
         try:
-            loss = train_one_epoch(stepper, inputs, targets, order, batch_size, dtype,
+            loss = train_one_epoch(stepper, inputs, targets, order, settings.batch_size, dtype,
                                    f"epoch {epoch}/{num_epochs}", progress)
             check_parameters_finite(stepper)
         except TrainingDiverged as error:
-            kept = f"; the last good checkpoint (epoch {epoch - 1}) is kept in {out_dir}" if out_dir else ""
-            raise TrainingDiverged(f"training diverged in epoch {epoch}: {error}. The learning rate "
-                                   f"{config['lr']} is probably too large{kept}") from None
-        val = validation_psnr(stepper, val_input, val_target, dtype) if has_validation else None
-        record_epoch(history, epoch, loss, val, time.perf_counter() - started)
-        if out_dir:
-            save_checkpoint(out_dir, stepper, epoch, history, config)
-            save_history_and_plot(out_dir, history, label)
+            kept = (f"; the last good checkpoint (epoch {epoch - 1}) is kept in {out_dir}"
+                    if out_dir is not None else "")
+            raise TrainingDiverged(f"training diverged in epoch {epoch}: {error}. The learning "
+                                   f"rate {config['lr']} is probably too large{kept}") from None
+        run.end_epoch(epoch, loss, time.perf_counter() - started,
+                      time.process_time() - cpu_started)
         for callback in callbacks:
-            callback(epoch, history)
+            callback(epoch, run.history)
 
-    if out_dir:
-        weights = stepper.state_dict()["network"]
-        write_atomically(Path(out_dir) / WEIGHTS_FILE, lambda path: torch.save(weights, path))
-    return history
+    if out_dir is not None:
+        save_weights(Path(out_dir) / WEIGHTS_FILE, stepper.weights())
+    return run.history
+
+
+class Run:
+    """What one training run measures and records: validation, history, best weights, files.
+
+    Kept apart from the loop in ``train`` so that the loop reads as the algorithm it is.
+    """
+
+    def __init__(self, stepper, validation, dtype, out_dir, config, label):
+        self.stepper, self.validation, self.dtype = stepper, validation, dtype
+        self.out_dir, self.config, self.label = out_dir, config, label
+        self.history = None
+
+    def validate(self):
+        """PSNR on the main validation set, and on the others by name."""
+        psnrs = {name: validation_psnr(self.stepper, noisy, clean, self.dtype)
+                 for name, (noisy, clean) in self.validation.items()}
+        main = next(iter(psnrs), None)
+        return psnrs.pop(main, None), psnrs
+
+    def start(self):
+        """Epoch 0: the untrained network, measured and saved."""
+        baselines = {name: noisy_psnr(*pair) for name, pair in self.validation.items()}
+        main = next(iter(baselines), None)
+        self.history = new_history(baselines.pop(main, None), baselines)
+        if self.out_dir is not None:
+            Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+        self.end_epoch(0, None, 0.0, 0.0)
+
+    def end_epoch(self, epoch, loss, seconds, cpu_seconds):
+        """Record an epoch; on disk, the best weights first, then the checkpoint and history."""
+        improved = record_epoch(self.history, epoch, loss, *self.validate(), seconds, cpu_seconds)
+        if self.out_dir is None:
+            return
+        if improved:  # before the checkpoint: a resumed run never lacks its best weights
+            save_weights(Path(self.out_dir) / BEST_WEIGHTS_FILE, self.stepper.weights())
+        save_checkpoint(self.out_dir, {"epoch": epoch, "history": self.history,
+                                       "config": self.config, **self.stepper.state_dict()})
+        save_history_and_plot(self.out_dir, self.history, self.label)

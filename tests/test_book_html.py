@@ -9,7 +9,6 @@ skipped. MathJax is loaded from a CDN, which these checks block, so equations ar
 math markup (``class="math ..."``), not by MathJax's rendering.
 """
 
-import os
 import re
 import shutil
 import subprocess
@@ -62,7 +61,8 @@ def chromium(args, profile):
         "--host-resolver-rules=MAP * ~NOTFOUND",  # no network: the same result everywhere
         "--virtual-time-budget=10000", *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, f"chromium failed ({result.returncode}):\n{result.stderr[-2000:]}"
+    assert result.returncode == 0, (f"chromium failed ({result.returncode}):\n"
+                                    f"{result.stderr[-2000:]}")
     return result.stdout
 
 

@@ -1,13 +1,15 @@
-"""CUDA smoke test: the framework runs on a GPU and agrees with the same computation on the CPU."""
+"""CUDA smoke test: the framework runs on a GPU and agrees with the same computation on the
+CPU."""
 import pytest
 import torch
 
-from scratchnn import MSE, SGD, Adam, Conv2d, NearestUpsampling, ReLU, Sequential, Sigmoid, Upsampling
+from scratchnn import (MSE, SGD, Adam, Conv2d, NearestUpsampling, ReLU, Sequential, Sigmoid,
+                       Upsampling)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-# Max abs difference between the GPU and the CPU (different summation orders; TF32 is off by default
-# for convolutions done as matmul, but be lenient in float32).
+# Max abs difference between the GPU and the CPU (different summation orders; TF32 is off by
+# default for convolutions done as matmul, but be lenient in float32).
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}
 
 
@@ -30,8 +32,9 @@ def train(model, optimizer, inputs, targets):
     return losses, input_grads
 
 
-# Adam only in float64: in float32 a weight gradient that is ~0 may round to opposite signs on the two
-# devices, and Adam's normalised step then moves that weight by +lr on one and -lr on the other.
+# Adam only in float64: in float32 a weight gradient that is ~0 may round to opposite signs on the
+# two devices, and Adam's normalised step then moves that weight by +lr on one and -lr on the
+# other.
 @pytest.mark.parametrize("dtype, optimizer", [(torch.float32, "sgd"), (torch.float64, "sgd"),
                                               (torch.float64, "adam")],
                          ids=["float32-sgd", "float64-sgd", "float64-adam"])
@@ -41,7 +44,8 @@ def test_cuda_matches_cpu(dtype, backward_form, optimizer):
     cpu_model = network(backward_form).to(dtype=dtype)
     torch.manual_seed(0)
     gpu_model = network(backward_form).to(device="cuda", dtype=dtype)
-    for (cpu_parameter, _), (gpu_parameter, gpu_gradient) in zip(cpu_model.param(), gpu_model.param()):
+    for (cpu_parameter, _), (gpu_parameter, gpu_gradient) in zip(cpu_model.param(),
+                                                                 gpu_model.param()):
         assert gpu_parameter.is_cuda and gpu_gradient.is_cuda and gpu_parameter.dtype == dtype
         assert torch.equal(cpu_parameter, gpu_parameter.cpu())
 
@@ -54,17 +58,20 @@ def test_cuda_matches_cpu(dtype, backward_form, optimizer):
     targets = [torch.rand(4, 3, 32, 32, generator=generator, dtype=dtype) for _ in range(3)]
     with torch.set_grad_enabled(False):
         cpu_losses, cpu_grads = train(cpu_model, make_optimizer(cpu_model), inputs, targets)
-        gpu_losses, gpu_grads = train(gpu_model, make_optimizer(gpu_model), [x.cuda() for x in inputs],
-                                      [t.cuda() for t in targets])
+        gpu_losses, gpu_grads = train(gpu_model, make_optimizer(gpu_model),
+                                      [x.cuda() for x in inputs], [t.cuda() for t in targets])
     tolerance = TOLERANCE[dtype]
-    for step, (cpu_loss, gpu_loss, cpu_grad, gpu_grad) in enumerate(zip(cpu_losses, gpu_losses, cpu_grads, gpu_grads)):
+    for step, (cpu_loss, gpu_loss, cpu_grad, gpu_grad) in enumerate(zip(cpu_losses, gpu_losses,
+                                                                        cpu_grads, gpu_grads)):
         assert gpu_loss.is_cuda and gpu_grad.is_cuda and gpu_grad.dtype == dtype
         assert abs(cpu_loss.item() - gpu_loss.item()) <= tolerance, f"step {step}: loss"
-        # Input gradients are ~1e-5 (MSE averages over N*C*H*W): compare them relative to their size.
+        # Input gradients are ~1e-5 (MSE averages over N*C*H*W): compare them relative to their
+        # size.
         scale = cpu_grad.abs().max().item()
-        assert (cpu_grad - gpu_grad.cpu()).abs().max().item() <= tolerance * scale, f"step {step}: input grad"
-    for name, (cpu_parameter, _), (gpu_parameter, _) in zip(cpu_model.state_dict(), cpu_model.param(),
-                                                            gpu_model.param()):
+        assert (cpu_grad - gpu_grad.cpu()).abs().max().item() <= tolerance * scale, (
+            f"step {step}: input grad")
+    for name, (cpu_parameter, _), (gpu_parameter, _) in zip(cpu_model.state_dict(),
+                                                            cpu_model.param(), gpu_model.param()):
         error = (cpu_parameter - gpu_parameter.cpu()).abs().max().item()
         assert error <= tolerance, f"{name} differs by {error:.2e} after training"
 
@@ -80,7 +87,9 @@ def test_state_dict_from_cuda_loads_on_cpu(tmp_path):
     gpu_model = network("fold").to(device="cuda")
     torch.save(gpu_model.state_dict(), tmp_path / "weights.pth")
     cpu_model = network("fold")
-    cpu_model.load_state_dict(torch.load(tmp_path / "weights.pth", map_location="cpu", weights_only=True))
+    cpu_model.load_state_dict(torch.load(tmp_path / "weights.pth", map_location="cpu",
+                                         weights_only=True))
     x = torch.rand(1, 3, 16, 16)
     with torch.set_grad_enabled(False):
-        torch.testing.assert_close(cpu_model.forward(x), gpu_model.forward(x.cuda()).cpu(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(cpu_model.forward(x), gpu_model.forward(x.cuda()).cpu(),
+                                   rtol=1e-4, atol=1e-5)

@@ -31,7 +31,7 @@ def test_load_photo_returns_a_copy_and_rejects_unknown_names():
     photo.zero_()
     assert data.load_photo("astronaut").any()
     with pytest.raises(ValueError, match="unknown photo"):
-        data.load_photo("moon")
+        data.load_photo("hubble_deep_field")
 
 
 # --- conversions and noise models ---------------------------------------------
@@ -66,7 +66,8 @@ def test_noise_from_spec():
     assert data.noise_from_spec("gaussian:25") == data.GaussianNoise(25 / 255)
     assert data.noise_from_spec("gaussian:12.5") == data.GaussianNoise(12.5 / 255)
     assert data.noise_from_spec("poisson:30") == data.PoissonNoise(30.0)
-    for bad in ["gaussian", "gaussian:", "gaussian:abc", "gaussian:-5", "gaussian:0", "speckle:3", ""]:
+    for bad in ["gaussian", "gaussian:", "gaussian:abc", "gaussian:-5", "gaussian:0",
+                "speckle:3", ""]:
         with pytest.raises(ValueError, match="gaussian:SIGMA"):
             data.noise_from_spec(bad)
 
@@ -127,7 +128,8 @@ def test_crop_larger_than_a_photo_is_rejected():
 def test_a_crop_as_tall_as_the_photo_starts_at_the_top_row():
     photo = data.load_photo("chelsea")  # 300 rows
     for crop in data.make_crops(5, seed=1, crop_size=300, photos=("chelsea",)):
-        assert any(torch.equal(crop, photo[:, :, left:left + 300]) for left in range(photo.shape[2] - 299))
+        assert any(torch.equal(crop, photo[:, :, left:left + 300])
+                   for left in range(photo.shape[2] - 299))
 
 
 def test_validation_set_format_and_determinism():
@@ -199,7 +201,8 @@ def test_images_to_uint8_chw_converts_hwc_arrays():
 def test_noise2noise_pairs_from_images():
     images = data.images_to_uint8_chw(
         np.random.default_rng(1).integers(0, 256, size=(10, 32, 32, 3), dtype=np.uint8))
-    noisy_a, noisy_b, clean = data.noise2noise_pairs_from_images(images, 6, seed=2, return_clean=True)
+    noisy_a, noisy_b, clean = data.noise2noise_pairs_from_images(images, 6, seed=2,
+                                                                 return_clean=True)
     assert noisy_a.shape == noisy_b.shape == clean.shape == (6, 3, 32, 32)
     assert not torch.equal(noisy_a, noisy_b)
     chosen = [next(i for i in range(10) if torch.equal(images[i], c)) for c in clean]
@@ -209,3 +212,12 @@ def test_noise2noise_pairs_from_images():
     with pytest.raises(ValueError, match="only 10 images"):
         data.noise2noise_pairs_from_images(images, 11)
 
+
+
+def test_the_varied_validation_set_is_held_out_and_has_grey_and_colour_images():
+    assert not set(data.VARIED_VALIDATION_PHOTOS) & set(data.TRAIN_PHOTOS + data.VALIDATION_PHOTOS)
+    noisy, clean = data.make_validation_set(64, photos=data.VARIED_VALIDATION_PHOTOS)
+    assert noisy.shape == clean.shape == (64, 3, 32, 32) and noisy.dtype == torch.uint8
+    grey = (clean[:, 0] == clean[:, 1]).all((1, 2)) & (clean[:, 1] == clean[:, 2]).all((1, 2))
+    assert 0 < grey.sum() < 64  # grey photographs and textures, and the colour tissue section
+    assert not (noisy[:, 0] == noisy[:, 1]).all()  # the noise is drawn in each channel

@@ -26,7 +26,8 @@ def test_psnr_matches_scikit_image_on_random_floats():
     clean = torch.rand(5, 3, 16, 16, generator=generator, dtype=torch.float64)
     noise = 0.05 * torch.randn(5, 3, 16, 16, generator=generator, dtype=torch.float64)
     denoised = (clean + noise).clamp(0, 1)
-    assert psnr(denoised, clean) == pytest.approx(_skimage_mean_psnr(denoised, clean, 1.0), abs=1e-9)
+    assert psnr(denoised, clean) == pytest.approx(_skimage_mean_psnr(denoised, clean, 1.0),
+                                                  abs=1e-9)
 
 
 def test_psnr_by_hand():

@@ -6,7 +6,8 @@ import torch
 
 import scratchnn
 from scratchnn import Model, build_network
-from scratchnn.model import ARCHITECTURES, apply_in_tiles, denoise, network_from_state_dict, pad_to_multiple
+from scratchnn.inference import apply_in_tiles, denoise, pad_to_multiple
+from scratchnn.networks import ARCHITECTURES, network_from_state_dict
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +30,8 @@ def model():
 def test_seed000_network_is_table_1_of_the_seed_report():
     network = build_network("seed000")
     shapes = {name: tuple(tensor.shape) for name, tensor in network.state_dict().items()}
-    assert shapes == {"0.weight": (100, 3, 2, 2), "0.bias": (100,), "2.weight": (100, 100, 2, 2), "2.bias": (100,),
+    assert shapes == {"0.weight": (100, 3, 2, 2), "0.bias": (100,),
+                      "2.weight": (100, 100, 2, 2), "2.bias": (100,),
                       "4.conv.weight": (100, 100, 3, 3), "4.conv.bias": (100,),
                       "6.conv.weight": (3, 100, 3, 3), "6.conv.bias": (3,)}
     assert isinstance(network, scratchnn.Sequential) and isinstance(network[-1], scratchnn.Sigmoid)
@@ -37,7 +39,8 @@ def test_seed000_network_is_table_1_of_the_seed_report():
 
 
 def test_seed000_upsampling_blocks_compute_table_1_layer_by_layer():
-    """Table 1 lists nearest x2 and the 3x3 convolution as separate layers: same function, same gradients."""
+    """Table 1 lists nearest x2 and the 3x3 convolution as separate layers: same function, same
+    gradients."""
     torch.manual_seed(0)
     blocks = build_network("seed000", channels=6).to(dtype=torch.float64)
     layers = scratchnn.Sequential(
@@ -110,7 +113,8 @@ def test_untrained_predict_on_a_large_image(model):
 def test_predict_any_size_and_uint8(model, shape):
     images = torch.randint(0, 256, shape, dtype=torch.uint8)
     out = model.predict(images)
-    assert out.shape == shape and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 255
+    assert (out.shape == shape and out.dtype == torch.float32
+            and 0 <= out.min() and out.max() <= 255)
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -140,7 +144,7 @@ def test_load_pretrained_model_denoises_better_than_doing_nothing():
 def test_pretrained_weights_load_on_the_cpu_with_weights_only():
     from scratchnn.model import load_pretrained_state_dict
 
-    state = load_pretrained_state_dict()
+    state = load_pretrained_state_dict("seed000")
     assert all(tensor.device.type == "cpu" for tensor in state.values())
 
 
@@ -157,7 +161,8 @@ def test_one_epoch_of_train_on_uint8_changes_the_network():
 
 def test_train_rejects_mismatched_pairs(model):
     with pytest.raises(ValueError, match="same shape"):
-        model.train(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.zeros(5, 3, 8, 8, dtype=torch.uint8), 1)
+        model.train(torch.zeros(4, 3, 8, 8, dtype=torch.uint8),
+                    torch.zeros(5, 3, 8, 8, dtype=torch.uint8), 1)
 
 
 def test_denoise_returns_on_the_input_device():

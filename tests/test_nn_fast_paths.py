@@ -1,11 +1,11 @@
 """The fast paths of ``scratchnn.nn`` against the plain path and against autograd (chapter 8).
 
 ``Upsampling`` with scale 2, a 3x3 kernel, padding 1, stride 1 and dilation 1 never builds the
-upsampled map: it convolves the small map with four collapsed 2x2 "phase" kernels. Here it must give
-the same output and the same three gradients as ``NearestUpsampling`` followed by ``Conv2d`` (the
-plain path, with the same weights) and as ``F.interpolate`` + ``F.conv2d`` under autograd, to 1e-9 in
-float64, for random channels, sizes and batches. Both ways of computing its input gradient (``fold``,
-and the convolution form used when the block has few output channels) are exercised.
+upsampled map: it convolves the small map with four collapsed 2x2 "phase" kernels. Here it must
+give the same output and the same three gradients as ``NearestUpsampling`` followed by ``Conv2d``
+(the plain path, with the same weights) and as ``F.interpolate`` + ``F.conv2d`` under autograd, to
+1e-9 in float64, for random channels, sizes and batches. Both ways of computing its input gradient
+(``fold``, and the convolution form used when the block has few output channels) are exercised.
 """
 import random
 
@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scratchnn import Conv2d, NearestUpsampling, Sequential, Upsampling
+from scratchnn.gradcheck import max_error
 from scratchnn.nn.conv import collapse_kernel, expand_kernel_grad, interleave_phases, split_phases
 
 FLOAT64_TOL = 1e-9
@@ -24,20 +25,16 @@ FLOAT64_TOL = 1e-9
 pytestmark = pytest.mark.usefixtures("no_autograd")
 
 
-def max_error(ours, reference):
-    assert ours.shape == reference.shape, f"shape {tuple(ours.shape)} vs {tuple(reference.shape)}"
-    return (ours - reference.detach()).abs().max().item()
-
-
 def fused_block(in_channels, out_channels, bias=True, dtype=torch.float64, seed=0):
     torch.manual_seed(seed)
-    block = Upsampling(in_channels, out_channels, 3, scale_factor=2, padding=1, bias=bias).to(dtype=dtype)
+    block = Upsampling(in_channels, out_channels, 3, scale_factor=2, padding=1, bias=bias)
+    block.to(dtype=dtype)
     assert block.fused
     return block
 
 
 def plain_twin(block):
-    """NearestUpsampling(2) then Conv2d(3x3, padding 1), sharing nothing but a copy of the weights."""
+    """NearestUpsampling(2) then Conv2d(3x3, padding 1), sharing only a copy of the weights."""
     conv = Conv2d(block.conv.in_channels, block.conv.out_channels, 3, padding=1,
                   bias=block.bias is not None).to(dtype=block.weight.dtype)
     conv.weight.copy_(block.weight)
@@ -47,7 +44,7 @@ def plain_twin(block):
 
 
 def run_fused_and_references(in_channels, out_channels, batch, height, width, bias, seed):
-    """Max error of the fused block against the plain path and against autograd, over everything."""
+    """Max error of the fused block against the plain path and against autograd, everywhere."""
     block = fused_block(in_channels, out_channels, bias, seed=seed)
     plain, conv = plain_twin(block)
     generator = torch.Generator().manual_seed(seed)
@@ -63,7 +60,8 @@ def run_fused_and_references(in_channels, out_channels, batch, height, width, bi
         x_ref = x.clone().requires_grad_(True)
         w_ref = block.weight.clone().requires_grad_(True)
         b_ref = block.bias.clone().requires_grad_(True) if bias else None
-        out_ref = F.conv2d(F.interpolate(x_ref, scale_factor=2, mode="nearest"), w_ref, b_ref, padding=1)
+        upsampled = F.interpolate(x_ref, scale_factor=2, mode="nearest")
+        out_ref = F.conv2d(upsampled, w_ref, b_ref, padding=1)
         out_ref.backward(grad_out)
 
     errors = {
@@ -93,19 +91,24 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "c{}o{}n{}h{}w{}{}".format(*c[:5], "b" if c[5] else "nb"))
+def case_id(case):
+    return "c{}o{}n{}h{}w{}{}".format(*case[:5], "b" if case[5] else "nb")
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_fused_upsampling_matches_plain_path_and_autograd(case):
     errors = run_fused_and_references(*case, seed=1)
     worst = max(errors, key=errors.get)
     assert errors[worst] <= FLOAT64_TOL, f"{worst}: {errors[worst]:.3e}"
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**31 - 1))
 def test_fused_upsampling_random_configs(seed):
     rng = random.Random(seed)
-    case = (rng.randint(1, 12), rng.randint(1, 6), rng.randint(1, 3), rng.randint(1, 9), rng.randint(1, 9),
-            rng.random() < 0.7)
+    case = (rng.randint(1, 12), rng.randint(1, 6), rng.randint(1, 3), rng.randint(1, 9),
+            rng.randint(1, 9), rng.random() < 0.7)
     with torch.set_grad_enabled(False):
         errors = run_fused_and_references(*case, seed=seed % 1000)
     worst = max(errors, key=errors.get)
@@ -119,7 +122,8 @@ def test_fused_upsampling_float32_close_to_autograd():
     grad_in = block.backward(torch.ones_like(out))
     with torch.enable_grad():
         x_ref, w_ref = x.clone().requires_grad_(True), block.weight.clone().requires_grad_(True)
-        out_ref = F.conv2d(F.interpolate(x_ref, scale_factor=2, mode="nearest"), w_ref, block.bias, padding=1)
+        upsampled = F.interpolate(x_ref, scale_factor=2, mode="nearest")
+        out_ref = F.conv2d(upsampled, w_ref, block.bias, padding=1)
         out_ref.sum().backward()
     torch.testing.assert_close(out, out_ref.detach(), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(grad_in, x_ref.grad, rtol=1e-4, atol=1e-4)
@@ -145,13 +149,14 @@ def test_only_the_common_setting_is_fused():
     assert Upsampling(2, 2, 3, scale_factor=2, padding=1).fused
     assert Upsampling(2, 2, 3, scale_factor=(2, 2), padding=(1, 1)).fused
     for kwargs in (dict(scale_factor=3, padding=1), dict(scale_factor=2, padding=0),
-                   dict(scale_factor=2, padding=1, stride=2), dict(scale_factor=2, padding=2, dilation=2)):
+                   dict(scale_factor=2, padding=1, stride=2),
+                   dict(scale_factor=2, padding=2, dilation=2)):
         assert not Upsampling(2, 2, 3, **kwargs).fused, kwargs
     assert not Upsampling(2, 2, 5, scale_factor=2, padding=1).fused
 
 
 def test_collapse_and_expand_are_transposes():
-    """<collapse(w), K> = <w, expand(K)>: expand_kernel_grad is the exact adjoint of collapse_kernel."""
+    """<collapse(w), K> = <w, expand(K)>: expand_kernel_grad is collapse_kernel's exact adjoint."""
     generator = torch.Generator().manual_seed(4)
     w = torch.randn(3, 5, 3, 3, generator=generator, dtype=torch.float64)
     k = torch.randn(12, 20, generator=generator, dtype=torch.float64)

@@ -1,15 +1,14 @@
 """Every block's forward pass and every gradient against torch.nn.functional + autograd.
 
-Our modules run with autograd switched off (an autouse fixture wraps each test in
-``torch.set_grad_enabled(False)``); the PyTorch reference is computed inside ``torch.enable_grad()``.
+Our modules run with autograd switched off (a fixture wraps each test in
+``torch.set_grad_enabled(False)``); the PyTorch reference is computed in ``torch.enable_grad()``.
 
-The largest error seen is collected in ``LARGEST_ERRORS`` and printed by the last test of this file
-(visible without ``-s``), e.g.::
+The largest error seen is collected in ``helpers.LARGEST_ERRORS`` and printed after the run by
+``conftest.py`` (whatever the order or selection of the tests), e.g.::
 
     [scratchnn] largest gradient error vs autograd: float64 1.4e-14 (abs), float32 6.6e-07
     (abs / max(1, |ref|max)); vs finite differences: 2.0e-09
 """
-import math
 import random
 import warnings
 
@@ -22,19 +21,19 @@ from hypothesis import strategies as st
 from scratchnn import MSE, Conv2d, NearestUpsampling, ReLU, Sequential, Sigmoid, Upsampling
 from scratchnn.gradcheck import check_module_numerically
 
-FLOAT64_TOL = 1e-9
-FLOAT32_RTOL, FLOAT32_ATOL = 1e-4, 1e-5   # atol is multiplied by the reference's largest magnitude
+from helpers import LARGEST_ERRORS
 
-# name -> largest error; float64 errors are absolute, float32 errors are relative to the scale.
-LARGEST_ERRORS = {"float64": 0.0, "float32": 0.0, "numerical": 0.0}
+FLOAT64_TOL = 1e-9
+FLOAT32_RTOL, FLOAT32_ATOL = 1e-4, 1e-5   # atol is multiplied by the reference's largest size
 
 
 pytestmark = pytest.mark.usefixtures("one_thread", "no_autograd")
 
 
 def assert_match(name, ours, reference, dtype=torch.float64):
-    """Assert ours == reference (float64: max abs error <= 1e-9; float32: PyTorch-like tolerance)."""
-    assert ours.shape == reference.shape, f"{name}: shape {tuple(ours.shape)} vs {tuple(reference.shape)}"
+    """Assert ours == reference (float64: max abs error <= 1e-9; float32: PyTorch's tolerance)."""
+    assert ours.shape == reference.shape, (f"{name}: shape {tuple(ours.shape)} "
+                                           f"vs {tuple(reference.shape)}")
     assert ours.dtype == reference.dtype, f"{name}: dtype {ours.dtype} vs {reference.dtype}"
     reference = reference.detach()
     error = (ours - reference).abs().max().item() if ours.numel() else 0.0
@@ -78,15 +77,16 @@ def random_conv_config(rng):
         if candidate % 2 == 0 and rng.random() < 0.8:   # mostly odd sizes
             candidate += 1
         size.append(candidate)
-    return dict(batch=rng.randint(1, 3), in_channels=rng.randint(1, 4), out_channels=rng.randint(1, 4),
-                size=tuple(size), kernel_size=kernel, stride=stride, padding=padding,
-                dilation=dilation, bias=rng.random() < 0.7)
+    return dict(batch=rng.randint(1, 3), in_channels=rng.randint(1, 4),
+                out_channels=rng.randint(1, 4), size=tuple(size), kernel_size=kernel,
+                stride=stride, padding=padding, dilation=dilation, bias=rng.random() < 0.7)
 
 
 def as_pairs(config):
     """Write every int hyper-parameter of a configuration as a pair (what the ids expect)."""
-    return {key: (value, value) if key in ("kernel_size", "stride", "padding", "dilation") and isinstance(value, int)
-            else value for key, value in config.items()}
+    pairs = ("kernel_size", "stride", "padding", "dilation")
+    return {key: (value, value) if key in pairs and isinstance(value, int) else value
+            for key, value in config.items()}
 
 
 def config_id(config):
@@ -104,8 +104,8 @@ CONV_CONFIGS = [random_conv_config(_rng) for _ in range(60)]
 CONV_CONFIGS += [
     dict(batch=1, in_channels=1, out_channels=1, size=(5, 5), kernel_size=5, stride=1, padding=0,
          dilation=1, bias=True),
-    dict(batch=2, in_channels=3, out_channels=2, size=(1, 1), kernel_size=(3, 5), stride=1, padding=(1, 2),
-         dilation=1, bias=True),
+    dict(batch=2, in_channels=3, out_channels=2, size=(1, 1), kernel_size=(3, 5), stride=1,
+         padding=(1, 2), dilation=1, bias=True),
     dict(batch=2, in_channels=2, out_channels=3, size=(8, 9), kernel_size=2, stride=3, padding=0,
          dilation=1, bias=False),
     dict(batch=3, in_channels=4, out_channels=4, size=(7, 7), kernel_size=1, stride=2, padding=2,
@@ -119,15 +119,17 @@ CONV_CONFIGS += [
 
 def make_conv(config, dtype, backward_form, seed=0):
     torch.manual_seed(seed)
-    conv = Conv2d(config["in_channels"], config["out_channels"], config["kernel_size"], config["stride"],
-                  config["padding"], config["dilation"], config["bias"], backward_form=backward_form)
+    conv = Conv2d(config["in_channels"], config["out_channels"], config["kernel_size"],
+                  config["stride"], config["padding"], config["dilation"], config["bias"],
+                  backward_form=backward_form)
     return conv.to(dtype=dtype)
 
 
 def check_conv(config, dtype, backward_form, seed=0):
     conv = make_conv(config, dtype, backward_form, seed)
     generator = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(config["batch"], config["in_channels"], *config["size"], generator=generator, dtype=dtype)
+    x = torch.randn(config["batch"], config["in_channels"], *config["size"], generator=generator,
+                    dtype=dtype)
     out = conv.forward(x)
     grad_out = torch.randn(out.shape, generator=generator, dtype=dtype)
     grad_in = conv.backward(grad_out)
@@ -185,16 +187,19 @@ def test_conv2d_backward_forms_agree(config):
 def test_conv2d_property_random_configs(seed, backward_form):
     """Hypothesis-driven configurations on top of the fixed list (derandomized: same every run)."""
     with torch.set_grad_enabled(False):
-        check_conv(random_conv_config(random.Random(seed)), torch.float64, backward_form, seed=seed % 1000)
+        config = random_conv_config(random.Random(seed))
+        check_conv(config, torch.float64, backward_form, seed=seed % 1000)
 
 
 def test_conv2d_runs_with_autograd_off():
     assert not torch.is_grad_enabled()
     conv = make_conv(CONV_CONFIGS[0], torch.float64, "fold")
-    x = torch.randn(1, CONV_CONFIGS[0]["in_channels"], *CONV_CONFIGS[0]["size"], dtype=torch.float64)
+    config = CONV_CONFIGS[0]
+    x = torch.randn(1, config["in_channels"], *config["size"], dtype=torch.float64)
     out = conv.forward(x)
     conv.backward(torch.ones_like(out))
-    assert not out.requires_grad and not conv.weight.requires_grad and not conv.weight_grad.requires_grad
+    assert not out.requires_grad and not conv.weight.requires_grad
+    assert not conv.weight_grad.requires_grad
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,24 +230,29 @@ def test_nearest_upsampling_matches_interpolate(scale, dtype):
 
 UPSAMPLING_CONFIGS = [
     # The course's block (scale 2, 3x3, padding 1), which Upsampling may compute by a faster route.
-    dict(in_channels=3, out_channels=2, kernel_size=3, scale_factor=2, stride=1, padding=1, dilation=1, bias=True),
-    dict(in_channels=1, out_channels=4, kernel_size=3, scale_factor=2, stride=1, padding=1, dilation=1, bias=False),
-    # Everything else.
-    dict(in_channels=1, out_channels=4, kernel_size=(2, 3), scale_factor=(3, 2), stride=2, padding=0,
+    dict(in_channels=3, out_channels=2, kernel_size=3, scale_factor=2, stride=1, padding=1,
+         dilation=1, bias=True),
+    dict(in_channels=1, out_channels=4, kernel_size=3, scale_factor=2, stride=1, padding=1,
          dilation=1, bias=False),
-    dict(in_channels=4, out_channels=3, kernel_size=3, scale_factor=3, stride=(1, 2), padding=2, dilation=2,
-         bias=True),
-    dict(in_channels=2, out_channels=2, kernel_size=1, scale_factor=1, stride=1, padding=0, dilation=1, bias=True),
-    dict(in_channels=2, out_channels=3, kernel_size=3, scale_factor=2, stride=2, padding=1, dilation=1, bias=True),
-    dict(in_channels=2, out_channels=3, kernel_size=3, scale_factor=(2, 3), stride=1, padding=1, dilation=1,
-         bias=True),
+    # Everything else.
+    dict(in_channels=1, out_channels=4, kernel_size=(2, 3), scale_factor=(3, 2), stride=2,
+         padding=0, dilation=1, bias=False),
+    dict(in_channels=4, out_channels=3, kernel_size=3, scale_factor=3, stride=(1, 2), padding=2,
+         dilation=2, bias=True),
+    dict(in_channels=2, out_channels=2, kernel_size=1, scale_factor=1, stride=1, padding=0,
+         dilation=1, bias=True),
+    dict(in_channels=2, out_channels=3, kernel_size=3, scale_factor=2, stride=2, padding=1,
+         dilation=1, bias=True),
+    dict(in_channels=2, out_channels=3, kernel_size=3, scale_factor=(2, 3), stride=1, padding=1,
+         dilation=1, bias=True),
 ]
 UPSAMPLING_SIZES = [(5, 3), (1, 1), (2, 7), (4, 4)]
 
 
 def upsampling_id(config):
-    return (f"c{config['in_channels']}o{config['out_channels']}k{config['kernel_size']}s{config['scale_factor']}"
-            f"st{config['stride']}p{config['padding']}d{config['dilation']}{'b' if config['bias'] else 'nb'}")
+    c = config
+    return (f"c{c['in_channels']}o{c['out_channels']}k{c['kernel_size']}s{c['scale_factor']}"
+            f"st{c['stride']}p{c['padding']}d{c['dilation']}{'b' if c['bias'] else 'nb'}")
 
 
 def check_upsampling(config, size, batch, dtype, seed=11):
@@ -266,8 +276,8 @@ def check_upsampling(config, size, batch, dtype, seed=11):
     assert_match("Upsampling weight grad", conv.weight_grad, gw, dtype)
     if b_ref is not None:
         assert_match("Upsampling bias grad", conv.bias_grad, gb, dtype)
-    assert [name for name, *_ in module.named_param()] == (["conv.weight", "conv.bias"] if config["bias"]
-                                                           else ["conv.weight"])
+    expected = ["conv.weight", "conv.bias"] if config["bias"] else ["conv.weight"]
+    assert [name for name, *_ in module.named_param()] == expected
     return module, x, grad_out
 
 
@@ -297,7 +307,8 @@ def test_upsampling_gradients_accumulate():
 # --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("block, reference", [(ReLU, torch.relu), (Sigmoid, torch.sigmoid)], ids=["ReLU", "Sigmoid"])
+@pytest.mark.parametrize("block, reference", [(ReLU, torch.relu), (Sigmoid, torch.sigmoid)],
+                         ids=["ReLU", "Sigmoid"])
 def test_activation_matches_autograd(block, reference, dtype):
     generator = torch.Generator().manual_seed(5)
     x = 4 * torch.randn(3, 2, 5, 7, generator=generator, dtype=dtype)
@@ -325,7 +336,8 @@ def test_activation_accepts_any_shape(block):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_sigmoid_is_finite_for_huge_inputs(dtype):
     big = torch.finfo(dtype).max
-    x = torch.tensor([1e4, -1e4, 800.0, -800.0, 100.0, -100.0, 30.0, -30.0, 0.0, big, -big], dtype=dtype)
+    x = torch.tensor([1e4, -1e4, 800.0, -800.0, 100.0, -100.0, 30.0, -30.0, 0.0, big, -big],
+                     dtype=dtype)
     module = Sigmoid()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -335,7 +347,8 @@ def test_sigmoid_is_finite_for_huge_inputs(dtype):
     assert ((out >= 0) & (out <= 1)).all()
     assert out[0] == 1 and out[1] == 0 and out[8] == 0.5 and grad[8] == 0.25
     assert (grad >= 0).all()
-    torch.testing.assert_close(out, torch.sigmoid(x), rtol=1e-6 if dtype == torch.float32 else 1e-12,
+    torch.testing.assert_close(out, torch.sigmoid(x),
+                               rtol=1e-6 if dtype == torch.float32 else 1e-12,
                                atol=torch.finfo(dtype).tiny)
     with torch.enable_grad():
         x_ref = leaf(x)
@@ -368,8 +381,13 @@ def test_mse_matches_mse_loss(shape, dtype):
 # Sequential, end to end
 # --------------------------------------------------------------------------------------------
 
+def nearest(x, scale):
+    """Nearest upsampling by a (vertical, horizontal) pair of integer scales."""
+    return F.interpolate(x, size=(x.shape[2] * scale[0], x.shape[3] * scale[1]), mode="nearest")
+
+
 def reference_network_forward(model, x):
-    """The same computation as ``model`` in torch.nn.functional, on leaf copies of its parameters."""
+    """``model``'s computation in torch.nn.functional, on leaf copies of its parameters."""
     leaves = [leaf(parameter) for parameter, _ in model.param()]
     remaining = iter(leaves)
     for module in model.modules:
@@ -378,15 +396,13 @@ def reference_network_forward(model, x):
             bias = next(remaining) if module.bias is not None else None
             x = F.conv2d(x, weight, bias, module.stride, module.padding, module.dilation)
         elif isinstance(module, Upsampling):
-            scale = module.upsample.scale_factor
-            x = F.interpolate(x, size=(x.shape[2] * scale[0], x.shape[3] * scale[1]), mode="nearest")
+            x = nearest(x, module.upsample.scale_factor)
             conv = module.conv
             weight = next(remaining)
             bias = next(remaining) if conv.bias is not None else None
             x = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation)
         elif isinstance(module, NearestUpsampling):
-            scale = module.scale_factor
-            x = F.interpolate(x, size=(x.shape[2] * scale[0], x.shape[3] * scale[1]), mode="nearest")
+            x = nearest(x, module.scale_factor)
         elif isinstance(module, ReLU):
             x = torch.relu(x)
         elif isinstance(module, Sigmoid):
@@ -396,10 +412,12 @@ def reference_network_forward(model, x):
     return x, leaves
 
 
-def build_network(backward_form="fold"):
+def end_to_end_network(backward_form="fold"):
+    """Every block, with uneven strides, dilation and scales: more corners than small_network."""
     return Sequential(
         Conv2d(3, 4, 2, stride=2, backward_form=backward_form), ReLU(),
-        Conv2d(4, 5, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2), backward_form=backward_form), ReLU(),
+        Conv2d(4, 5, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2),
+               backward_form=backward_form), ReLU(),
         NearestUpsampling(2),
         Conv2d(5, 4, 3, padding=1, bias=False, backward_form=backward_form), ReLU(),
         Upsampling(4, 3, 3, scale_factor=(2, 3), padding=1), Sigmoid())
@@ -409,7 +427,7 @@ def build_network(backward_form="fold"):
 @pytest.mark.parametrize("backward_form", ["fold", "convolution"])
 def test_sequential_end_to_end_matches_autograd(backward_form, dtype):
     torch.manual_seed(21)
-    model = build_network(backward_form).to(dtype=dtype)
+    model = end_to_end_network(backward_form).to(dtype=dtype)
     generator = torch.Generator().manual_seed(22)
     x = torch.randn(2, 3, 17, 13, generator=generator, dtype=dtype)
     target = torch.rand(2, 3, 16, 24, generator=generator, dtype=dtype)
@@ -428,7 +446,7 @@ def test_sequential_end_to_end_matches_autograd(backward_form, dtype):
     assert_match("Sequential input grad", grad_in, grads[0], dtype)
     names = [name for name, *_ in model.named_param()]
     for name, (_, gradient), reference in zip(names, model.param(), grads[1:]):
-        # Gradients here are ~1e-3 because MSE averages over all elements; compare them rescaled too.
+        # Gradients here are ~1e-3 because MSE averages over all elements: compare x1000 too.
         assert_match(f"Sequential grad {name}", gradient, reference, dtype)
         assert_match(f"Sequential grad {name} (x1000)", 1000 * gradient, 1000 * reference, dtype)
 
@@ -444,7 +462,8 @@ NUMERICAL_TOL = 1e-6
     lambda: Conv2d(2, 2, (3, 2), stride=(2, 1), padding=1, dilation=(1, 2)),
     lambda: Conv2d(2, 2, 2, stride=2, bias=False, backward_form="convolution"),
     lambda: Upsampling(2, 2, 3, scale_factor=(2, 1), padding=1),
-    lambda: Sequential(Conv2d(2, 2, 3, padding=1), Sigmoid(), NearestUpsampling(2), Conv2d(2, 1, 2, stride=2)),
+    lambda: Sequential(Conv2d(2, 2, 3, padding=1), Sigmoid(), NearestUpsampling(2),
+                       Conv2d(2, 1, 2, stride=2)),
 ], ids=["conv-fold", "conv-convolution", "upsampling", "sequential"])
 def test_numerical_gradient_check(make):
     torch.manual_seed(31)
@@ -470,18 +489,3 @@ def test_numerical_gradient_check_catches_a_wrong_gradient():
     conv.backward = wrong_backward
     errors = check_module_numerically(conv, torch.randn(1, 1, 3, 3, dtype=torch.float64))
     assert errors["weight"] > 1e-4 and errors["input"] < NUMERICAL_TOL
-
-
-# --------------------------------------------------------------------------------------------
-# Keep last: report the largest errors seen by this module's tests.
-# --------------------------------------------------------------------------------------------
-
-def test_zz_report_largest_errors(capsys, record_property):
-    for name, value in LARGEST_ERRORS.items():
-        record_property(f"largest_error_{name}", value)
-    with capsys.disabled():
-        print(f"\n[scratchnn] largest gradient error vs autograd: float64 {LARGEST_ERRORS['float64']:.1e} "
-              f"(abs), float32 {LARGEST_ERRORS['float32']:.1e} (abs / max(1, |ref|max)); "
-              f"vs finite differences: {LARGEST_ERRORS['numerical']:.1e}")
-    assert LARGEST_ERRORS["float64"] <= FLOAT64_TOL
-    assert math.isfinite(LARGEST_ERRORS["float32"])

@@ -1,11 +1,15 @@
-"""Initialisation, dtype moves, state dicts (and their compatibility with torch.nn), bias=False, misuse."""
+"""Initialisation, dtype moves, state dicts (compatible with torch.nn), bias=False, misuse."""
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from scratchnn import MSE, SGD, Conv2d, NearestUpsampling, ReLU, Sequential, Sigmoid, Upsampling
+from scratchnn import (MSE, SGD, Adam, Conv2d, NearestUpsampling, ReLU, Sequential, Sigmoid,
+                       Upsampling)
+from scratchnn.reference import TorchLayers
+
+from helpers import small_network
 
 
 pytestmark = pytest.mark.usefixtures("no_autograd")
@@ -15,13 +19,15 @@ pytestmark = pytest.mark.usefixtures("no_autograd")
 # Initialisation: U(-sqrt(k), sqrt(k)), k = 1 / (C kh kw), like torch.nn.Conv2d
 # --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("in_channels, out_channels, kernel_size", [(1, 1, 1), (3, 8, 3), (5, 2, (1, 4)), (2, 7, (3, 2))])
+@pytest.mark.parametrize("in_channels, out_channels, kernel_size",
+                         [(1, 1, 1), (3, 8, 3), (5, 2, (1, 4)), (2, 7, (3, 2))])
 def test_initialisation_within_bounds(in_channels, out_channels, kernel_size):
     torch.manual_seed(0)
     conv = Conv2d(in_channels, out_channels, kernel_size)
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
     bound = 1 / math.sqrt(in_channels * kh * kw)
-    assert conv.weight.shape == (out_channels, in_channels, kh, kw) and conv.bias.shape == (out_channels,)
+    assert conv.weight.shape == (out_channels, in_channels, kh, kw)
+    assert conv.bias.shape == (out_channels,)
     assert conv.weight.dtype == torch.get_default_dtype()
     for tensor in (conv.weight, conv.bias):
         assert tensor.abs().max() <= bound
@@ -58,14 +64,9 @@ def test_initialisation_follows_the_global_seed():
 # to(dtype=...)
 # --------------------------------------------------------------------------------------------
 
-def network():
-    return Sequential(Conv2d(3, 4, 3, padding=1), ReLU(), NearestUpsampling(2), Conv2d(4, 2, 1, bias=False),
-                      Upsampling(2, 3, 3, padding=1), Sigmoid())
-
-
 def test_to_float64_converts_parameters_and_gradients_and_keeps_param_live():
     torch.manual_seed(2)
-    model = network()
+    model = small_network()
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     assert model.to(dtype=torch.float64) is model
     for name, parameter, gradient in model.named_param():
@@ -73,11 +74,11 @@ def test_to_float64_converts_parameters_and_gradients_and_keeps_param_live():
         assert torch.equal(parameter, before[name].double()), name
     # param() hands out the module's current tensors, so an optimizer built now trains the module.
     assert model.param()[0][0] is model[0].weight and model.param()[0][1] is model[0].weight_grad
-    assert model.param()[-1][0] is model[4].conv.bias
+    assert model.param()[-1][0] is model[5].conv.bias
     optimizer = SGD(model.param(), lr=0.1)
     x = torch.randn(1, 3, 4, 4, dtype=torch.float64)
     out = model.forward(x)
-    assert out.dtype == torch.float64 and out.shape == (1, 3, 16, 16)
+    assert out.dtype == torch.float64 and out.shape == (1, 3, 8, 8)
     model.backward(torch.ones_like(out))
     weight = model[0].weight.clone()
     optimizer.step()
@@ -88,18 +89,37 @@ def test_to_float64_converts_parameters_and_gradients_and_keeps_param_live():
     assert model.forward(x.float()).dtype == torch.float32
 
 
-@pytest.mark.xfail(strict=True, reason="pitfall in scratchnn/nn/module.py Module.to: it rebinds attributes to new "
-                                       "tensors, so an optimizer built before .to() keeps updating the old ones "
-                                       "(torch.nn.Module.to keeps the same Parameter objects)")
-def test_optimizer_built_before_to_still_trains_the_module():
+@pytest.mark.parametrize("make", [lambda p: SGD(p, lr=0.5, momentum=0.9), lambda p: Adam(p)],
+                         ids=["SGD", "Adam"])
+def test_optimizer_built_before_to_refuses_to_step(make):
+    """Module.to replaces the parameter tensors (torch.nn.Module.to keeps the same Parameter
+    objects), so an optimizer made before it would update tensors the module no longer uses."""
     conv = Conv2d(1, 1, 1)
-    optimizer = SGD(conv.param(), lr=0.5)
+    optimizer = make(conv.param())
+    name = type(optimizer).__name__
     conv.to(dtype=torch.float64)
     out = conv.forward(torch.ones(1, 1, 1, 1, dtype=torch.float64))
     conv.backward(torch.ones_like(out))
     weight = conv.weight.clone()
-    optimizer.step()
+    message = (rf"^{name}: the module's parameters were moved with \.to\(\) after this optimizer "
+               rf"was made; make the optimizer after calling \.to\(\)$")
+    with pytest.raises(ValueError, match=message):
+        optimizer.step()
+    with pytest.raises(ValueError, match=message):
+        optimizer.zero_grad()
+    assert torch.equal(conv.weight, weight)
+    make(conv.param()).step()   # an optimizer made after .to() trains the module
     assert not torch.equal(conv.weight, weight)
+
+
+def test_to_that_changes_nothing_keeps_the_optimizer_working():
+    conv = Conv2d(1, 1, 1)
+    optimizer = SGD(conv.param(), lr=0.5)
+    conv.to(dtype=torch.float32)   # already float32: the same tensors stay
+    conv.weight_grad.fill_(1.0)
+    weight = conv.weight.clone()
+    optimizer.step()
+    assert torch.equal(conv.weight, weight - 0.5)
 
 
 def test_to_with_no_arguments_changes_nothing():
@@ -113,42 +133,37 @@ def test_to_with_no_arguments_changes_nothing():
 # state_dict / load_state_dict
 # --------------------------------------------------------------------------------------------
 
-def twins():
-    ours = Sequential(Conv2d(3, 5, 2, stride=2), ReLU(), Conv2d(5, 5, 3, padding=1, bias=False), ReLU(),
-                      NearestUpsampling(2), Conv2d(5, 3, 3, padding=1), Sigmoid())
-    theirs = nn.Sequential(nn.Conv2d(3, 5, 2, stride=2), nn.ReLU(), nn.Conv2d(5, 5, 3, padding=1, bias=False),
-                           nn.ReLU(), nn.Upsample(scale_factor=2), nn.Conv2d(5, 3, 3, padding=1), nn.Sigmoid())
-    return ours, theirs
-
-
 def test_state_dict_keys_match_torch_nn_sequential():
-    ours, theirs = twins()
+    ours, theirs = small_network(), small_network(TorchLayers)
+    assert isinstance(theirs, nn.Sequential)
     assert list(ours.state_dict()) == list(theirs.state_dict())
-    assert list(ours.state_dict()) == ["0.weight", "0.bias", "2.weight", "5.weight", "5.bias"]
+    assert list(ours.state_dict()) == ["0.weight", "0.bias", "2.weight", "5.conv.weight",
+                                       "5.conv.bias"]
     for name, tensor in theirs.state_dict().items():
         assert ours.state_dict()[name].shape == tensor.shape, name
 
 
 def test_weights_move_between_scratchnn_and_torch_nn():
     torch.manual_seed(3)
-    ours, theirs = twins()
+    ours, theirs = small_network(), small_network(TorchLayers)
     theirs.load_state_dict(ours.state_dict())                 # ours -> torch.nn
     x = torch.rand(2, 3, 8, 6)
     torch.testing.assert_close(ours.forward(x), theirs(x))
-    fresh, _ = twins()
+    fresh = small_network()
+    assert not torch.equal(fresh.forward(x), theirs(x))       # other random weights
     fresh.load_state_dict(theirs.state_dict())                # torch.nn -> ours
     torch.testing.assert_close(fresh.forward(x), theirs(x))
 
 
 def test_state_dict_round_trip_through_a_file(tmp_path):
     torch.manual_seed(4)
-    model = network()
+    model = small_network()
     x = torch.rand(2, 3, 5, 7)
     expected = model.forward(x)
     path = tmp_path / "weights.pth"
     torch.save(model.state_dict(), path)
     torch.manual_seed(99)
-    restored = network()
+    restored = small_network()
     assert not torch.equal(restored.forward(x), expected)
     restored.load_state_dict(torch.load(path, weights_only=True))
     assert torch.equal(restored.forward(x), expected)
@@ -158,7 +173,7 @@ def test_state_dict_round_trip_through_a_file(tmp_path):
 
 
 def test_load_state_dict_copies_into_the_live_parameters():
-    model = network()
+    model = small_network()
     weight, gradient = model.param()[0]
     state = {name: torch.full_like(tensor, 0.5) for name, tensor in model.state_dict().items()}
     model.load_state_dict(state)
@@ -169,8 +184,8 @@ def test_load_state_dict_copies_into_the_live_parameters():
 
 
 def test_load_state_dict_converts_dtype():
-    model = network().to(dtype=torch.float64)
-    state = {name: tensor.float() for name, tensor in network().state_dict().items()}
+    model = small_network().to(dtype=torch.float64)
+    state = {name: tensor.float() for name, tensor in small_network().state_dict().items()}
     model.load_state_dict(state)
     assert all(parameter.dtype == torch.float64 for parameter, _ in model.param())
 
@@ -182,12 +197,14 @@ def test_load_state_dict_converts_dtype():
 @pytest.mark.parametrize("backward_form", ["fold", "convolution"])
 def test_conv2d_without_bias(backward_form):
     torch.manual_seed(6)
-    conv = Conv2d(2, 3, 3, padding=1, bias=False, backward_form=backward_form).to(dtype=torch.float64)
+    conv = Conv2d(2, 3, 3, padding=1, bias=False, backward_form=backward_form)
+    conv.to(dtype=torch.float64)
     assert conv.bias is None and conv.bias_grad is None
     assert len(conv.param()) == 1 and list(conv.state_dict()) == ["weight"]
     x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
     out = conv.forward(x)
-    torch.testing.assert_close(out, nn.functional.conv2d(x, conv.weight, None, padding=1), rtol=0, atol=1e-12)
+    reference = nn.functional.conv2d(x, conv.weight, None, padding=1)
+    torch.testing.assert_close(out, reference, rtol=0, atol=1e-12)
     grad = conv.backward(torch.ones_like(out))
     assert grad.shape == x.shape
     conv.zero_grad()
@@ -207,12 +224,14 @@ def test_upsampling_without_bias():
 # Misuse: backward before forward
 # --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make", [lambda: Conv2d(1, 1, 1), lambda: Conv2d(1, 1, 1, backward_form="convolution"),
-                                  lambda: NearestUpsampling(2), lambda: Upsampling(1, 1, 3, padding=1),
+@pytest.mark.parametrize("make", [lambda: Conv2d(1, 1, 1),
+                                  lambda: Conv2d(1, 1, 1, backward_form="convolution"),
+                                  lambda: NearestUpsampling(2),
+                                  lambda: Upsampling(1, 1, 3, padding=1),
                                   lambda: Upsampling(1, 1, 1), ReLU, Sigmoid,
                                   lambda: Sequential(Conv2d(1, 1, 1), ReLU())],
-                         ids=["Conv2d-fold", "Conv2d-convolution", "NearestUpsampling", "Upsampling-2x-3x3",
-                              "Upsampling", "ReLU", "Sigmoid", "Sequential"])
+                         ids=["Conv2d-fold", "Conv2d-convolution", "NearestUpsampling",
+                              "Upsampling-2x-3x3", "Upsampling", "ReLU", "Sigmoid", "Sequential"])
 def test_backward_before_forward_raises(make):
     with pytest.raises(RuntimeError, match=r"backward called before forward"):
         make().backward(torch.ones(1, 1, 2, 2))
@@ -231,6 +250,6 @@ def test_modules_without_parameters():
 
 
 def test_repr_describes_the_network():
-    text = repr(network())
-    assert text.startswith("Sequential(") and "(0): Conv2d(3, 4, kernel_size=(3, 3)" in text
+    text = repr(small_network())
+    assert text.startswith("Sequential(") and "(0): Conv2d(3, 4, kernel_size=(2, 2)" in text
     assert "NearestUpsampling(scale_factor=(2, 2))" in text and "Sigmoid()" in text

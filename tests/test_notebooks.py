@@ -58,7 +58,8 @@ def toc_files():
 def test_toc_lists_only_existing_pages():
     missing = [f for f in toc_files()
                if not any((ROOT / f).with_suffix(s).exists() for s in (".md", ".ipynb"))]
-    assert not missing, f"_toc.yml lists pages that do not exist (remove them or add the files): {missing}"
+    assert not missing, (
+        f"_toc.yml lists pages that do not exist (remove them or add the files): {missing}")
 
 
 def test_every_book_page_is_in_the_toc():
@@ -81,7 +82,8 @@ def test_install_cell_installs_from_the_configured_repository(installed, monkeyp
 
 
 def test_nbval_sanitize_patterns_apply():
-    patterns = get_sanitize_patterns((ROOT / "tests" / "nbval_sanitize.cfg").read_text(encoding="utf-8"))
+    patterns = get_sanitize_patterns(
+        (ROOT / "tests" / "nbval_sanitize.cfg").read_text(encoding="utf-8"))
     assert patterns, "tests/nbval_sanitize.cfg has no 'regex: ...' / 'replace: ...' pairs"
     text = (" 50%|#####     | 5/10 [00:01<00:01,  5.0it/s]\n"
             "<scratchnn.nn.Conv2d object at 0x7f3a2b1c9d90>\n"
@@ -105,8 +107,9 @@ chapter = pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBO
 def test_kernelspec_is_python3(path):
     name = read(path).metadata.get("kernelspec", {}).get("name")
     assert name == "python3", (
-        f"{path.name}: kernelspec is {name!r}; it must be 'python3' (Kernel > Change Kernel > "
-        "Python 3, or set metadata.kernelspec.name) so that nbval and Colab start the right kernel")
+        f"{path.name}: kernelspec is {name!r}; it must be 'python3' "
+        "(Kernel > Change Kernel > Python 3, or set metadata.kernelspec.name) "
+        "so that nbval and Colab start the right kernel")
 
 
 @chapter

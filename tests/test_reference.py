@@ -1,10 +1,12 @@
-"""The torch.nn twin: same parameter names, same outputs, same training steps as the from-scratch network."""
+"""The torch.nn twin: same parameter names, same outputs, same training steps as the from-scratch
+network."""
 import pytest
 import torch
 
 from scratchnn import build_network
-from scratchnn.model import ARCHITECTURES
+from scratchnn.networks import ARCHITECTURES
 from scratchnn.reference import ReferenceUpsampling, build_reference, copy_weights
+from scratchnn.settings import TrainSettings
 from scratchnn.train import train
 
 KINDS = sorted(ARCHITECTURES)
@@ -39,7 +41,8 @@ def test_reference_upsampling_names_its_convolution_conv():
 def test_copy_weights_works_in_both_directions(kind):
     scratch, reference = build_network(kind, 5), build_reference(kind, 5)
     copy_weights(reference, scratch)
-    assert all(torch.equal(scratch.state_dict()[k], v.detach()) for k, v in reference.state_dict().items())
+    assert all(torch.equal(scratch.state_dict()[k], v.detach())
+               for k, v in reference.state_dict().items())
     fresh = build_reference(kind, 5)
     copy_weights(scratch, fresh)
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in scratch.state_dict().items())
@@ -56,19 +59,24 @@ def test_same_weights_give_the_same_output_and_input_gradient(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("optimizer, lr, momentum", [("sgd", 0.5, 0.0), ("sgd", 0.5, 0.9), ("adam", 1e-2, 0.0)])
+@pytest.mark.parametrize("optimizer, lr, momentum", [("sgd", 0.5, 0.0), ("sgd", 0.5, 0.9),
+                                                     ("adam", 1e-2, 0.0)])
 def test_training_steps_give_the_same_parameters(kind, optimizer, lr, momentum):
-    """Two mini-batches through the shared loop: the second step also checks momentum / Adam state."""
+    """Two mini-batches through the shared loop: the second step also checks momentum / Adam
+    state."""
     scratch, reference = twins(kind)
     generator = torch.Generator().manual_seed(1)
     inputs = torch.randint(0, 256, (8, 3, 12, 16), dtype=torch.uint8, generator=generator)
     targets = torch.randint(0, 256, (8, 3, 12, 16), dtype=torch.uint8, generator=generator)
-    settings = dict(optimizer=optimizer, lr=lr, momentum=momentum, batch_size=4, device="cpu",
-                    dtype=torch.float64, seed=3, progress=False)
+    settings = dict(progress=False,
+                    settings=TrainSettings(optimizer=optimizer, lr=lr, momentum=momentum,
+                                           batch_size=4, device="cpu", dtype=torch.float64,
+                                           seed=3))
     scratch_history = train(scratch, inputs, targets, 1, **settings)
     reference_history = train(reference, inputs, targets, 1, **settings)
     ours, theirs = scratch.state_dict(), reference.state_dict()
-    moved = max((ours[name] - twins(kind)[0].state_dict()[name]).abs().max().item() for name in ours)
+    moved = max((ours[name] - twins(kind)[0].state_dict()[name]).abs().max().item()
+                for name in ours)
     assert moved > 1e-4, "the parameters should have changed"
     assert max((ours[name] - theirs[name].detach()).abs().max().item() for name in ours) <= 1e-9
     assert abs(scratch_history["train_loss"][1] - reference_history["train_loss"][1]) <= 1e-12

@@ -71,16 +71,19 @@ def problems(nb, config: Path = CONFIG) -> list[str]:
     fix = "run `python tools/install_cell.py --fix`, then re-execute the notebook top to bottom"
     i = _first_code_cell(nb)
     if i is None:
-        return [f"the notebook has no code cell; its first code cell must be the install cell ({fix})"]
+        return [f"the notebook has no code cell; its first code cell must be the install cell "
+                f"({fix})"]
     cell = nb.cells[i]
     if cell.source != expected:
         if _looks_like_install_cell(cell.source):
-            return [f"code cell {i} (the first code cell) is an outdated or edited install cell; {fix}"]
+            return [f"code cell {i} (the first code cell) is an outdated or edited install cell; "
+                    f"{fix}"]
         return [f"the first code cell (cell {i}) must be the install cell, but it is:\n"
                 f"{cell.source[:200]}\n({fix})"]
     if cell.get("outputs"):
-        return [f"the install cell (cell {i}) has outputs; it must be silent. Make sure scratchnn is "
-                "installed (`python -m pip install -e .`) and re-execute the notebook"]
+        return [f"the install cell (cell {i}) has outputs; it must be silent. "
+                "Make sure scratchnn is installed (`python -m pip install -e .`) "
+                "and re-execute the notebook"]
     return []
 
 
@@ -128,11 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--check", action="store_true", help="check notebooks; exit 1 on a problem")
-    group.add_argument("--fix", action="store_true", help="rewrite the install cell where it differs")
+    group.add_argument("--fix", action="store_true",
+                       help="rewrite the install cell where it differs")
     group.add_argument("--new", metavar="NOTEBOOK", help="create a new chapter notebook")
     parser.add_argument("--title", help="title of the new chapter (with --new)")
     parser.add_argument("--gpu", action="store_true", help="mark the new chapter as a GPU chapter")
-    parser.add_argument("notebooks", nargs="*", help="notebooks to check or fix (default: book/*.ipynb)")
+    parser.add_argument("notebooks", nargs="*",
+                        help="notebooks to check or fix (default: book/*.ipynb)")
     args = parser.parse_args(argv)
 
     if args.new:

@@ -1,21 +1,23 @@
 """Element-wise activations and the mean-squared-error loss."""
-from .module import Module, check_grad, check_input
+import torch
+
+from .module import Module, check_grad, check_grad_like, check_input
 
 
 class ReLU(Module):
     """max(0, x); its derivative is 1 where x > 0 and 0 elsewhere (0 at x = 0, as PyTorch)."""
 
     def __init__(self):
-        self.positive = None
+        self.derivative = None
 
     def forward(self, x):
         check_input(self, x, ndim=None)
-        self.positive = x > 0
+        self.derivative = (x > 0).to(x.dtype)
         return x.clamp(min=0)
 
     def backward(self, grad):
-        check_grad(self, grad, None if self.positive is None else self.positive.shape)
-        return grad * self.positive
+        check_grad_like(self, grad, self.derivative)
+        return grad * self.derivative
 
 
 class Sigmoid(Module):
@@ -32,7 +34,7 @@ class Sigmoid(Module):
         return self.output
 
     def backward(self, grad):
-        check_grad(self, grad, None if self.output is None else self.output.shape)
+        check_grad_like(self, grad, self.output)
         return grad * self.output * (1 - self.output)  # sigma' = sigma (1 - sigma)
 
 
@@ -48,10 +50,19 @@ class MSE(Module):
         if prediction.shape != target.shape:
             raise ValueError(f"MSE: expected prediction and target of the same shape, "
                              f"got {tuple(prediction.shape)} and {tuple(target.shape)}")
+        if prediction.dtype != target.dtype or prediction.device != target.device:
+            raise ValueError(f"MSE: expected prediction and target of the same dtype and device, "
+                             f"got {prediction.dtype} on {prediction.device} "
+                             f"and {target.dtype} on {target.device}")
         self.difference = prediction - target
         return (self.difference ** 2).mean()
 
     def backward(self, grad=1.0):
+        """d loss / d prediction, times ``grad`` (d final / d loss: a number or a 0-d tensor)."""
         if self.difference is None:
             raise RuntimeError("MSE.backward called before forward")
+        if isinstance(grad, torch.Tensor):
+            check_grad(self, grad, (), self.difference.dtype)
+        elif isinstance(grad, bool) or not isinstance(grad, (int, float)):
+            raise ValueError(f"MSE.backward: expected a number or a 0-d tensor, got {grad!r:.80}")
         return self.difference * (2.0 / self.difference.numel()) * grad

@@ -1,4 +1,4 @@
-"""Convolution and upsampling, built from ``unfold`` (im2col), ``fold`` (col2im) and matrix products.
+"""Convolution and upsampling, from ``unfold`` (im2col), ``fold`` (col2im) and matrix products.
 
 Shapes used throughout: input ``x`` is (N, C, H, W), the weight is (O, C, kh, kw) and the output
 is (N, O, Ho, Wo) with ``L = Ho * Wo`` output positions.
@@ -8,11 +8,11 @@ import math
 import torch
 from torch.nn.functional import fold, unfold
 
-from .module import Module, check_grad, check_input, pair
+from .module import Module, check_bool, check_grad, check_input, integer, pair
 
 
 def output_length(size, kernel, stride, padding, dilation):
-    """How many positions a dilated kernel takes along one axis (Dumoulin & Visin, relationship 15)."""
+    """Positions a dilated kernel takes along one axis (Dumoulin & Visin, relationship 15)."""
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
@@ -52,18 +52,21 @@ class Conv2d(Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  bias=True, backward_form="fold"):
-        self.in_channels = pair(in_channels, "in_channels", "Conv2d")[0]
-        self.out_channels = pair(out_channels, "out_channels", "Conv2d")[0]
+        self.in_channels = integer(in_channels, "in_channels", "Conv2d")
+        self.out_channels = integer(out_channels, "out_channels", "Conv2d")
         self.kernel_size = pair(kernel_size, "kernel_size", "Conv2d")
         self.stride = pair(stride, "stride", "Conv2d")
         self.padding = pair(padding, "padding", "Conv2d", minimum=0)
         self.dilation = pair(dilation, "dilation", "Conv2d")
+        check_bool(bias, "bias", "Conv2d")
         if backward_form not in ("fold", "convolution"):
-            raise ValueError(f"Conv2d: expected backward_form 'fold' or 'convolution', got {backward_form!r}")
+            raise ValueError(f"Conv2d: expected backward_form 'fold' or 'convolution', "
+                             f"got {backward_form!r}")
         self.backward_form = backward_form
         # U(-sqrt(k), sqrt(k)) with k = 1 / (C * kh * kw), as torch.nn.Conv2d does.
         bound = 1 / math.sqrt(self.in_channels * self.kernel_size[0] * self.kernel_size[1])
-        self.weight = torch.empty(self.out_channels, self.in_channels, *self.kernel_size).uniform_(-bound, bound)
+        weight_shape = (self.out_channels, self.in_channels, *self.kernel_size)
+        self.weight = torch.empty(weight_shape).uniform_(-bound, bound)
         self.weight_grad = self.weight.new_zeros(self.weight.shape)
         self.bias = torch.empty(self.out_channels).uniform_(-bound, bound) if bias else None
         self.bias_grad = self.bias.new_zeros(self.bias.shape) if bias else None
@@ -76,19 +79,21 @@ class Conv2d(Module):
         return params
 
     def check(self, x, module=None):
-        """The ValueErrors of ``forward``: channels, dtype and device, input smaller than the kernel."""
+        """The ValueErrors of ``forward``: channels, dtype, device, input smaller than kernel."""
         module = module or self
         name = type(module).__name__
         check_input(module, x, channels=self.in_channels)
         if x.dtype != self.weight.dtype or x.device != self.weight.device:
-            raise ValueError(f"{name}: expected input of dtype {self.weight.dtype} on {self.weight.device}, "
-                             f"got {x.dtype} on {x.device}; move the module with .to()")
+            raise ValueError(f"{name}: expected input of dtype {self.weight.dtype} "
+                             f"on {self.weight.device}, got {x.dtype} on {x.device}; "
+                             f"move the module with .to()")
         for axis in (0, 1):
             padded = x.shape[2 + axis] + 2 * self.padding[axis]
             reach = self.dilation[axis] * (self.kernel_size[axis] - 1) + 1
             if padded < reach:
-                raise ValueError(f"{name}: input of spatial size {tuple(x.shape[2:])} (padded size {padded} "
-                                 f"on axis {axis}) is smaller than the dilated kernel's extent {reach}")
+                raise ValueError(f"{name}: input of spatial size {tuple(x.shape[2:])} "
+                                 f"(padded size {padded} on axis {axis}) is smaller than "
+                                 f"the dilated kernel's extent {reach}")
 
     def forward(self, x):
         self.check(x)
@@ -101,42 +106,47 @@ class Conv2d(Module):
     def backward(self, grad):
         check_grad(self, grad, self.output_shape, self.weight.dtype)
         if self.bias is not None:
-            self.bias_grad += grad.sum((0, 2, 3))  # each bias is added to every output of its channel
+            # Each bias is added to every output of its channel.
+            self.bias_grad += grad.sum((0, 2, 3))
         if self.backward_form == "fold":
             return self.backward_by_fold(grad)
         return self.backward_by_convolution(grad)
 
     def backward_by_fold(self, grad):
-        """Backward of the matrix product ``out = W @ columns``, then ``fold`` sums columns into pixels."""
+        """Backward of the product ``out = W @ columns``; ``fold`` sums columns into pixels."""
         n, o = grad.shape[:2]
         grad = grad.reshape(n, o, -1)                                          # (N, O, L)
-        self.weight_grad += grad.matmul(self.columns.transpose(1, 2)).sum(0).reshape(self.weight.shape)
+        weight_grad = grad.matmul(self.columns.transpose(1, 2)).sum(0)        # (O, C*kh*kw)
+        self.weight_grad += weight_grad.reshape(self.weight.shape)
         grad_columns = self.weight.reshape(o, -1).t().matmul(grad)            # (N, C*kh*kw, L)
         return fold(grad_columns, tuple(self.input.shape[2:]), self.kernel_size,
                     dilation=self.dilation, padding=self.padding, stride=self.stride)
 
     def backward_by_convolution(self, grad):
         """Both gradients as stride-1 convolutions of the stride-dilated output gradient."""
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        (ph, pw), (dh, dw) = self.padding, self.dilation
         n, c, height, width = self.input.shape
         out_h, out_w = grad.shape[2:]
-        # Rows/columns of the padded input that the kernel reached; a strided forward may skip the rest.
+        # Rows/columns of the padded input that the kernel reached; a stride may skip the rest.
         used_h, used_w = dh * (kh - 1) + sh * (out_h - 1) + 1, dw * (kw - 1) + sw * (out_w - 1) + 1
-        padded = place_in_zeros(self.input, height + 2 * ph, width + 2 * pw, ph, pw)[:, :, :used_h, :used_w]
+        padded = place_in_zeros(self.input, height + 2 * ph, width + 2 * pw, ph, pw)
+        padded = padded[:, :, :used_h, :used_w]
         # Weight: correlate the input with the output gradient dilated by the stride; the batch is
-        # summed by the matrix product. patches[n, c, l, k] = padded input under output l, kernel tap k.
+        # summed by the matrix product. patches[n, c, l, k] = padded input under output l, tap k.
         patches = unfold(padded, (out_h, out_w), dilation=(sh, sw), stride=(dh, dw))
-        patches = patches.reshape(n, c, out_h * out_w, kh * kw).permute(0, 2, 1, 3).reshape(-1, c * kh * kw)
+        patches = patches.reshape(n, c, out_h * out_w, kh * kw).permute(0, 2, 1, 3)
+        patches = patches.reshape(-1, c * kh * kw)
         grad_rows = grad.transpose(0, 1).reshape(grad.shape[1], -1)          # (O, N*L)
         self.weight_grad += grad_rows.matmul(patches).reshape(self.weight.shape)
-        # Input: full convolution of the padded, stride-dilated gradient with the 180-degree-flipped
-        # kernel. Padding dh*(kh-1) before the gradient makes it "full"; the padding after it also
-        # covers the rows the forward pass never read, whose gradient is zero.
+        # Input: full convolution of the padded, stride-dilated gradient with the 180-degree
+        # flipped kernel. Padding dh*(kh-1) before the gradient makes it "full"; the padding
+        # after it also covers the rows the forward pass never read, whose gradient is zero.
         reach_h, reach_w = dh * (kh - 1), dw * (kw - 1)
         spread = place_in_zeros(grad, height + 2 * ph + reach_h, width + 2 * pw + reach_w,
                                 reach_h, reach_w, step=(sh, sw))
         flipped = self.weight.flip(2, 3).transpose(0, 1)                      # (C, O, kh, kw)
-        grad_padded, _ = convolve(spread, flipped, dilation=(dh, dw))         # (N, C, H+2ph, W+2pw)
+        grad_padded, _ = convolve(spread, flipped, dilation=(dh, dw))   # (N, C, H+2ph, W+2pw)
         return grad_padded[:, :, ph:ph + height, pw:pw + width]
 
     def extra_repr(self):
@@ -150,17 +160,17 @@ class NearestUpsampling(Module):
 
     def __init__(self, scale_factor):
         self.scale_factor = pair(scale_factor, "scale_factor", "NearestUpsampling")
-        self.input_shape = self.output_shape = None
+        self.input_shape = self.output_shape = self.dtype = None
 
     def forward(self, x):
         check_input(self, x)
         sh, sw = self.scale_factor
         out = x.repeat_interleave(sh, dim=2).repeat_interleave(sw, dim=3)
-        self.input_shape, self.output_shape = x.shape, out.shape
+        self.input_shape, self.output_shape, self.dtype = x.shape, out.shape, x.dtype
         return out
 
     def backward(self, grad):
-        check_grad(self, grad, self.output_shape)
+        check_grad(self, grad, self.output_shape, self.dtype)
         n, c, height, width = self.input_shape
         sh, sw = self.scale_factor
         # Every input pixel was copied to one s x s block, so its gradient is that block's sum: the
@@ -172,7 +182,7 @@ class NearestUpsampling(Module):
 
 
 # Nearest x2 upsampling then a 3x3, padding-1 convolution, computed on the small map (chapter 8).
-# Row (a, t) of COLLAPSE: the kernel rows that add up to row t of the 2-row kernel of output phase a.
+# Row (a, t) of COLLAPSE: the kernel rows that add up to row t of the 2-row kernel of phase a.
 COLLAPSE = ((1, 0, 0), (0, 1, 1), (1, 1, 0), (0, 0, 1))
 PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
 
@@ -213,9 +223,13 @@ def interleave_phases(phases, height, width):
 
 
 def split_phases(grad):
-    """The transpose of ``interleave_phases``: (N, O, 2H, 2W) -> (N, 4O, (H+1)(W+1)), zero where unused."""
+    """The transpose of ``interleave_phases``: (N, O, 2H, 2W) -> (N, 4O, (H+1)(W+1)).
+
+    Each phase is placed in zeros where its window does not reach.
+    """
     height, width = grad.shape[2] // 2, grad.shape[3] // 2
-    phases = [place_in_zeros(grad[:, :, a::2, b::2], height + 1, width + 1, a, b) for a, b in PHASES]
+    phases = [place_in_zeros(grad[:, :, a::2, b::2], height + 1, width + 1, a, b)
+              for a, b in PHASES]
     return torch.cat(phases, 1).reshape(grad.shape[0], 4 * grad.shape[1], -1)
 
 
@@ -234,16 +248,18 @@ def upsample_convolve_backward(grad, columns, weight, input_shape):
     """Gradients of ``upsample_convolve`` with respect to its input and its weight.
 
     ``addbmm_`` sums phases[n] columns[n]^T over the batch without storing one product per image.
-    The input's takes the cheaper of chapter 4's two forms: ``fold`` of (N, 4C, (H+1)(W+1)) columns,
-    or, with fewer than C/4 output channels, a "valid" correlation of the (N, 4O, H+1, W+1) phase
-    gradient with the 180-degree-flipped 2x2 kernels, whose columns are only (N, 16O, H*W).
+    The input's takes the cheaper of chapter 4's two forms: ``fold`` of (N, 4C, (H+1)(W+1))
+    columns, or, with fewer than C/4 output channels, a "valid" correlation of the
+    (N, 4O, H+1, W+1) phase gradient with the 180-degree-flipped 2x2 kernels, whose columns are
+    only (N, 16O, H*W).
     """
     (n, c, height, width), o = input_shape, weight.shape[0]
     phases, kernel = split_phases(grad), collapse_kernel(weight)            # (N, 4O, L), (4O, 4C)
     kernel_grad = kernel.new_zeros(kernel.shape).addbmm_(phases, columns.transpose(1, 2))
     weight_grad = expand_kernel_grad(kernel_grad, weight.shape)
     if 4 * o >= c:
-        return fold(kernel.t().matmul(phases), (height, width), (2, 2), padding=(1, 1)), weight_grad
+        columns_grad = kernel.t().matmul(phases)                              # (N, 4C, L)
+        return fold(columns_grad, (height, width), (2, 2), padding=(1, 1)), weight_grad
     flipped = kernel.reshape(4 * o, c, 2, 2).flip(2, 3).transpose(0, 1)      # (C, 4O, 2, 2)
     return convolve(phases.reshape(n, 4 * o, height + 1, width + 1), flipped)[0], weight_grad
 
@@ -258,11 +274,16 @@ class Upsampling(Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, scale_factor=2, stride=1, padding=0,
                  dilation=1, bias=True):
-        self.upsample = NearestUpsampling(scale_factor)
-        self.conv = Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias)
+        try:
+            self.upsample = NearestUpsampling(scale_factor)
+            self.conv = Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                               bias)
+        except ValueError as error:   # say which block the bad argument was given to
+            raise ValueError(f"Upsampling: {error}") from None
         conv = self.conv
-        self.fused = ((self.upsample.scale_factor, conv.kernel_size, conv.stride, conv.padding, conv.dilation)
-                      == ((2, 2), (3, 3), (1, 1), (1, 1), (1, 1)))
+        setting = (self.upsample.scale_factor, conv.kernel_size, conv.stride, conv.padding,
+                   conv.dilation)
+        self.fused = setting == ((2, 2), (3, 3), (1, 1), (1, 1), (1, 1))
         self.columns = self.input_shape = self.output_shape = None
 
     @property
@@ -274,7 +295,8 @@ class Upsampling(Module):
         return self.conv.bias
 
     def named_param(self):
-        return [(f"conv.{name}", parameter, gradient) for name, parameter, gradient in self.conv.named_param()]
+        return [(f"conv.{name}", parameter, gradient)
+                for name, parameter, gradient in self.conv.named_param()]
 
     def forward(self, x):
         check_input(self, x, channels=self.conv.in_channels)
@@ -293,7 +315,8 @@ class Upsampling(Module):
         check_grad(self, grad, self.output_shape, self.weight.dtype)
         if self.bias is not None:
             self.conv.bias_grad += grad.sum((0, 2, 3))
-        input_grad, weight_grad = upsample_convolve_backward(grad, self.columns, self.weight, self.input_shape)
+        input_grad, weight_grad = upsample_convolve_backward(grad, self.columns, self.weight,
+                                                             self.input_shape)
         self.conv.weight_grad += weight_grad
         return input_grad
 

@@ -1,4 +1,4 @@
-"""The Module protocol, shared input checks, and the Sequential container.
+"""The Module protocol, shared argument and input checks, and the Sequential container.
 
 Every block of the framework has the same three methods, so a reader learns the pattern once:
 
@@ -7,6 +7,8 @@ Every block of the framework has the same three methods, so a reader learns the 
   gradients (they *accumulate* until ``zero_grad()``) and returns dLoss/dInput;
 * ``param()`` lists ``(parameter, gradient)`` pairs: the live tensors, updated in place.
 """
+import operator
+
 import torch
 
 
@@ -33,30 +35,40 @@ class Module:
         for _, gradient in self.param():
             gradient.zero_()
 
+    def children(self):
+        """The modules this one holds, directly or in a list (``Sequential.modules``)."""
+        found = []
+        for value in vars(self).values():
+            items = value if isinstance(value, (list, tuple)) else [value]
+            found += [item for item in items if isinstance(item, Module)]
+        return found
+
     def to(self, device=None, dtype=None):
         """Move (and/or cast) every tensor attribute, and every sub-module, like ``nn.Module.to``.
 
-        The parameters become new tensors, so build the optimizer *after* calling ``to``.
+        The parameters become new tensors, so build the optimizer *after* calling ``to``. An
+        optimizer built before would keep updating the old tensors, so each old tensor that is
+        replaced gets a note, ``moved_by_to``, and an optimizer holding one refuses to step.
         """
         for name, value in vars(self).items():
             if isinstance(value, torch.Tensor):
-                setattr(self, name, value.to(device=device, dtype=dtype))
-            elif isinstance(value, Module):
-                value.to(device, dtype)
-            elif isinstance(value, (list, tuple)):
-                for item in value:
-                    if isinstance(item, Module):
-                        item.to(device, dtype)
+                moved = value.to(device=device, dtype=dtype)
+                if moved is not value:
+                    value.moved_by_to = True
+                setattr(self, name, moved)
+        for child in self.children():
+            child.to(device, dtype)
         return self
 
     def state_dict(self):
-        """Parameters by name (``"0.weight"``, ...), the same keys as the equivalent ``nn.Sequential``."""
+        """Parameters by name (``"0.weight"``, ...): the keys of the same ``nn.Sequential``."""
         return {name: parameter for name, parameter, _ in self.named_param()}
 
     def load_state_dict(self, state_dict):
-        """Copy tensors into the live parameters after checking that every name and shape matches."""
+        """Copy tensors into the live parameters after checking every name and shape."""
         own = {name: parameter for name, parameter, _ in self.named_param()}
-        missing, unexpected = sorted(set(own) - set(state_dict)), sorted(set(state_dict) - set(own))
+        missing = sorted(set(own) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(own))
         if missing or unexpected:
             raise ValueError(f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
                              f"unexpected keys {unexpected}")
@@ -84,30 +96,94 @@ def check_input(module, x, ndim=4, channels=None):
     if ndim is not None and x.dim() != ndim:
         raise ValueError(f"{name}: expected a {ndim}-D input (N, C, H, W), "
                          f"got {x.dim()}-D input of shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name}: expected a non-empty tensor, got shape {tuple(x.shape)}")
     if channels is not None and x.shape[1] != channels:
         raise ValueError(f"{name}: expected {channels} input channels, "
                          f"got {x.shape[1]} (input shape {tuple(x.shape)})")
 
 
-def check_grad(module, grad, expected_shape, expected_dtype=None):
-    """The gradient handed to ``backward`` must have the shape (and dtype) of the last ``forward`` output."""
+def check_grad(module, grad, shape, dtype):
+    """The gradient given to ``backward`` must have the shape and dtype of the last output.
+
+    ``shape`` is None until ``forward`` has run.
+    """
     name = type(module).__name__
-    if expected_shape is None:
+    if shape is None:
         raise RuntimeError(f"{name}.backward called before forward")
-    if not isinstance(grad, torch.Tensor) or tuple(grad.shape) != tuple(expected_shape):
+    if not isinstance(grad, torch.Tensor) or tuple(grad.shape) != tuple(shape):
         got = tuple(grad.shape) if isinstance(grad, torch.Tensor) else type(grad).__name__
-        raise ValueError(f"{name}.backward: expected a gradient of shape {tuple(expected_shape)}, got {got}")
-    if expected_dtype is not None and grad.dtype != expected_dtype:
-        raise ValueError(f"{name}.backward: expected a gradient of dtype {expected_dtype}, got {grad.dtype}")
+        raise ValueError(f"{name}.backward: expected a gradient of shape {tuple(shape)}, "
+                         f"got {got}")
+    if grad.dtype != dtype:
+        raise ValueError(f"{name}.backward: expected a gradient of dtype {dtype}, "
+                         f"got {grad.dtype}")
+
+
+def check_grad_like(module, grad, output):
+    """``check_grad`` against a tensor that ``forward`` kept (None before the first forward)."""
+    if output is None:
+        raise RuntimeError(f"{type(module).__name__}.backward called before forward")
+    check_grad(module, grad, output.shape, output.dtype)
+
+
+def is_int(value, minimum):
+    """True for an integer >= ``minimum``: an int, or numpy's (``operator.index`` takes both).
+
+    A bool is refused, although Python counts True as 1: ``kernel_size=True`` is a mistake.
+    """
+    if isinstance(value, bool):
+        return False
+    try:
+        return operator.index(value) >= minimum
+    except TypeError:
+        return False
+
+
+def integer(value, what, module_name, minimum=1):
+    """``value`` as a plain int, checked by ``is_int``; a pair such as (3, 3) is refused."""
+    if not is_int(value, minimum):
+        raise ValueError(f"{module_name}: expected {what} to be an int >= {minimum}, "
+                         f"got {value!r}")
+    return operator.index(value)
 
 
 def pair(value, what, module_name, minimum=1):
-    """Turn an int or a pair into a pair of ints, checking each is at least ``minimum``."""
+    """Turn an int or a pair into a pair of plain ints, checking each is at least ``minimum``."""
     values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(values) != 2 or not all(isinstance(v, int) and v >= minimum for v in values):
-        raise ValueError(f"{module_name}: expected {what} to be an int >= {minimum} or a pair of them, "
-                         f"got {value!r}")
-    return values
+    if len(values) != 2 or not all(is_int(v, minimum) for v in values):
+        raise ValueError(f"{module_name}: expected {what} to be an int >= {minimum} "
+                         f"or a pair of them, got {value!r}")
+    return tuple(operator.index(v) for v in values)
+
+
+def check_bool(value, what, module_name):
+    """Refuse anything but True and False (``bias=0`` or ``bias="yes"`` is a mistake)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{module_name}: expected {what} to be True or False, got {value!r}")
+
+
+def all_modules(module):
+    """``module`` and every module inside it, at any depth."""
+    found = [module]
+    for child in module.children():
+        found += all_modules(child)
+    return found
+
+
+def check_no_module_twice(modules):
+    """Refuse the same module object at two positions of a Sequential, even nested deeper.
+
+    A module remembers its last ``forward`` for ``backward``; used twice, the second ``forward``
+    overwrites what the first stored and the gradients come out wrong. Make two modules instead.
+    """
+    first_position = {}   # id of a module object -> the position where it was first met
+    for index, module in enumerate(modules):
+        for inner in all_modules(module):
+            first = first_position.setdefault(id(inner), index)
+            if first != index:
+                raise ValueError(f"Sequential: the same {type(inner).__name__} object is used at "
+                                 f"positions {first} and {index}; make a new one for each use")
 
 
 class Sequential(Module):
@@ -116,8 +192,9 @@ class Sequential(Module):
     def __init__(self, *modules):
         for index, module in enumerate(modules):
             if not isinstance(module, Module):
-                raise ValueError(f"Sequential: expected Module arguments, got {type(module).__name__} "
-                                 f"at position {index}")
+                raise ValueError(f"Sequential: expected Module arguments, "
+                                 f"got {type(module).__name__} at position {index}")
+        check_no_module_twice(modules)
         self.modules = list(modules)
 
     def forward(self, x):

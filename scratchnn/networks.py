@@ -1,0 +1,110 @@
+"""The denoising networks, each written once as a function of a *layer library*.
+
+``scratchnn.nn`` builds the from-scratch network; ``scratchnn.reference.TorchLayers`` builds the
+same network from ``torch.nn``. Both have the same layers in the same order, so their
+``state_dict`` keys are identical and weights move freely between the two.
+"""
+from dataclasses import dataclass
+from typing import Callable
+
+from . import nn
+
+
+def seed000_network(layers, channels=100):
+    """Table 1 of seed report 000 (23.42 dB on the course's data).
+
+    Two stride-2 convolutions with 2x2 kernels halve the image twice (32 -> 16 -> 8); two
+    ``Upsampling`` blocks (nearest-neighbour upsampling x2, then a 3x3 convolution: Table 1's
+    rows 3 and 4) bring it back to 32. As one block, the upsampling and the convolution run as
+    the fast fused computation of chapter 8, with the same result.
+    """
+    return layers.Sequential(
+        layers.Conv2d(3, channels, kernel_size=2, stride=2), layers.ReLU(),
+        layers.Conv2d(channels, channels, kernel_size=2, stride=2), layers.ReLU(),
+        layers.Upsampling(channels, channels, kernel_size=3, scale_factor=2, padding=1),
+        layers.ReLU(),
+        layers.Upsampling(channels, 3, kernel_size=3, scale_factor=2, padding=1), layers.Sigmoid(),
+    )
+
+
+def seed003_network(layers, channels=32):
+    """The network of seed report 003: 3x3 stride-2 convolutions, then two ``Upsampling`` blocks
+    (nearest upsampling followed by a 3x3 convolution, as one module)."""
+    return layers.Sequential(
+        layers.Conv2d(3, channels, kernel_size=3, padding=1, stride=2), layers.ReLU(),
+        layers.Conv2d(channels, channels, kernel_size=3, padding=1, stride=2), layers.ReLU(),
+        layers.Upsampling(channels, channels, kernel_size=3, scale_factor=2, padding=1),
+        layers.ReLU(),
+        layers.Upsampling(channels, 3, kernel_size=3, scale_factor=2, padding=1), layers.Sigmoid(),
+    )
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One network variant: how to build it, its usual width, and one line for the book's table."""
+    build: Callable
+    default_channels: int
+    description: str
+
+
+ARCHITECTURES = {
+    "seed000": Architecture(seed000_network, 100, "Seed 000, Table 1: conv 2x2/2, conv 2x2/2, "
+                                                  "Upsampling(3x3, x2) twice, Sigmoid"),
+    "seed003": Architecture(seed003_network, 32, "Seed 003: conv 3x3/2, conv 3x3/2, "
+                                                 "Upsampling(3x3, x2) twice, Sigmoid"),
+}
+
+# Every network above halves the image twice, so training images need H and W multiples of this
+# (``predict`` pads any other size itself).
+SIZE_MULTIPLE = 4
+
+
+def architecture(kind):
+    """Look up a variant by name, with an error that lists the names that exist."""
+    if kind not in ARCHITECTURES:
+        raise ValueError(f"unknown network {kind!r}; expected one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[kind]
+
+
+def build_network(kind="seed000", channels=None):
+    """The from-scratch network ``kind`` (a ``scratchnn.nn.Sequential``).
+
+    ``channels`` is the width of the hidden layers; ``None`` takes the variant's own width
+    (100 for seed000, 32 for seed003).
+    """
+    variant = architecture(kind)
+    return variant.build(nn, channels or variant.default_channels)
+
+
+def check_trainable_size(images, name="train_input"):
+    """Training images must have H and W divisible by ``SIZE_MULTIPLE``: say so before the loss
+    finds an output of another size than its target."""
+    height, width = images.shape[-2:]
+    if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
+        raise ValueError(f"{name}: the networks halve the image twice, so training images need a "
+                         f"height and width divisible by {SIZE_MULTIPLE}; got {height}x{width} "
+                         f"(crop them, e.g. images[..., :{height - height % SIZE_MULTIPLE}, "
+                         f":{width - width % SIZE_MULTIPLE}])")
+
+
+def network_from_state_dict(state_dict):
+    """Rebuild the from-scratch network that a saved ``state_dict`` belongs to.
+
+    The width is the first layer's number of output channels; the variant is the first one whose
+    parameter names and shapes all match.
+    """
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"expected a network state_dict, got a {type(state_dict).__name__}")
+    first = state_dict.get("0.weight")
+    if not hasattr(first, "shape"):
+        raise ValueError(f"not a scratchnn network state_dict: no '0.weight' tensor among "
+                         f"{sorted(state_dict)[:6]}")
+    for kind in ARCHITECTURES:
+        network = build_network(kind, first.shape[0])
+        try:
+            network.load_state_dict(state_dict)
+        except ValueError:
+            continue
+        return network
+    raise ValueError(f"the state_dict matches none of the networks {sorted(ARCHITECTURES)} "
+                     f"(first layer weight of shape {tuple(first.shape)})")

@@ -1,0 +1,141 @@
+"""Keep the record of a long training run in the repository, and ship its best weights.
+
+A run folder (``--out`` of ``python -m scratchnn train``) holds checkpoints that do not belong in
+git. This script copies what a reader needs to trust and reproduce the run into ``results/``:
+``history.json``, the PSNR plot, and ``run.json`` (the exact command, the settings stored in the
+checkpoint, the machine, wall and CPU time). With ``--ship`` it also copies the weights of the
+best validation epoch into the package, ``scratchnn/pretrained/<network>.pth``, with the JSON
+card that ``scratchnn.Model`` and chapter 7 read.
+
+Usage (from the repository root)::
+
+    python tools/record_run.py runs/course-n2n-seed0 results/course/n2n \\
+        --command "python -m scratchnn train ..." [--ship]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_name():
+    """The processor's model name, as /proc/cpuinfo gives it (Linux), else platform's guess."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def machine(threads):
+    """Where the run ran: CPU or GPU, cores, threads, versions."""
+    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": threads,
+            "torch": torch.__version__, "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def summary(run_dir, command, threads):
+    """run.json: the command, the checkpoint's settings, the best epoch and the times."""
+    checkpoint = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    history = checkpoint["history"]
+    best = history["best_epoch"]
+    at_best = history["epoch"].index(best)
+    return {
+        "command": command,
+        "config": checkpoint["config"],
+        "epochs_done": checkpoint["epoch"],
+        "best_epoch": best,
+        "best_val_psnr_db": history["val_psnr"][at_best],
+        "other_val_psnr_db_at_best": {name: values[at_best]
+                                      for name, values in history["other_val_psnr"].items()},
+        "noisy_input_psnr_db": history["baseline_psnr"],
+        "wall_seconds": round(sum(history["seconds"]), 1),
+        "cpu_seconds": round(sum(history["cpu_seconds"]), 1),
+        "machine": machine(threads),
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def card(record, history, network_file):
+    """The JSON card shipped beside the weights: what, how trained, how good, on what."""
+    config = record["config"]
+    at_best = history["epoch"].index(record["best_epoch"])
+    return {
+        "what": f"Weights of the {config['network']} network ({config['channels']} channels), "
+                f"trained with the from-scratch framework (scratchnn.nn); the epoch with the best "
+                f"validation PSNR. Loaded by scratchnn.Model(network="
+                f"{config['network']!r}).load_pretrained_model().",
+        "commands": [record["command"]],
+        "then": f"python tools/record_run.py RUN results/... --ship  (copies RUN/best.pth to "
+                f"scratchnn/pretrained/{network_file})",
+        "network": {"kind": config["network"], "channels": config["channels"],
+                    "framework": config["framework"]},
+        "training": {key: config[key] for key in
+                     ("optimizer", "lr", "batch_size", "seed", "dtype", "augment")}
+        | {"epochs": record["epochs_done"], "best_epoch": record["best_epoch"]},
+        "data": {"source": f"{config['data']}: scratchnn.data.make_noise2noise_pairs("
+                           f"{config['num_train']}, seed={config['seed']}, "
+                           f"noise={config['noise']}, augment={config['augment']})",
+                 "noise": config["noise"], "num_pairs": config["num_train"],
+                 "clean_targets": config["clean_targets"],
+                 "validation": "photos: make_validation_set(1000, seed=0) (held-out photographs); "
+                               "varied: make_validation_set(1000, seed=0, "
+                               "photos=VARIED_VALIDATION_PHOTOS) (grey photographs, textures)"},
+        "validation_psnr_db": round(record["best_val_psnr_db"], 3),
+        "varied_validation_psnr_db": round(record["other_val_psnr_db_at_best"]["varied"], 3),
+        "noisy_input_psnr_db": round(record["noisy_input_psnr_db"], 3),
+        "varied_noisy_input_psnr_db": round(history["other_baseline_psnr"]["varied"], 3),
+        "validation_psnr_per_epoch_db": [round(value, 3) for value in history["val_psnr"]],
+        "varied_validation_psnr_per_epoch_db": [round(value, 3) for value in
+                                                history["other_val_psnr"]["varied"]],
+        "train_loss_per_epoch": history["train_loss"],
+        "epoch_seconds": [round(value, 1) for value in history["seconds"]],
+        "cpu_seconds": record["cpu_seconds"],
+        "wall_seconds": record["wall_seconds"],
+        "machine": record["machine"],
+        "date": record["date"],
+        "best_epoch_index": at_best,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", type=Path, help="the run's --out folder")
+    parser.add_argument("record_dir", type=Path, help="where in results/ to keep its record")
+    parser.add_argument("--command", required=True, help="the exact command that made the run")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads the run used")
+    parser.add_argument("--ship", action="store_true",
+                        help="copy best.pth into scratchnn/pretrained/ with its card")
+    args = parser.parse_args()
+
+    args.record_dir.mkdir(parents=True, exist_ok=True)
+    record = summary(args.run_dir, args.command, args.threads)
+    for name in ("history.json", "psnr.png"):
+        shutil.copyfile(args.run_dir / name, args.record_dir / name)
+    (args.record_dir / "run.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"recorded {args.run_dir} in {args.record_dir}: best epoch {record['best_epoch']}, "
+          f"{record['best_val_psnr_db']:.2f} dB")
+    if args.ship:
+        network = record["config"]["network"]
+        history = json.loads((args.run_dir / "history.json").read_text())
+        shipped = ROOT / "scratchnn" / "pretrained"
+        shutil.copyfile(args.run_dir / "best.pth", shipped / f"{network}.pth")
+        text = json.dumps(card(record, history, f"{network}.pth"), indent=2) + "\n"
+        (shipped / f"{network}.json").write_text(text)
+        print(f"shipped {shipped / network}.pth and its card")
+
+
+if __name__ == "__main__":
+    main()
