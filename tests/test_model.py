@@ -169,3 +169,34 @@ def test_denoise_returns_on_the_input_device():
     network = build_network("seed000", channels=4)
     out = denoise(network, torch.zeros(1, 3, 9, 9, dtype=torch.uint8))
     assert out.device.type == "cpu" and out.shape == (1, 3, 9, 9)
+
+
+def test_model_names_a_network_and_defaults_to_the_best_shipped_one():
+    from scratchnn.model import best_shipped_network, shipped_networks
+
+    cards = shipped_networks()
+    assert "seed000" in cards
+    assert Model().network_kind == best_shipped_network()
+    assert best_shipped_network() == max(cards, key=lambda k: cards[k]["validation_psnr_db"])
+    assert Model(network="seed003").network_kind == "seed003"
+    with pytest.raises(ValueError, match="unknown network 'unet2'"):
+        Model(network="unet2")
+
+
+def test_a_network_without_shipped_weights_says_so():
+    if "seed003" in __import__("scratchnn.model").model.shipped_networks():
+        pytest.skip("seed003 weights ship now")
+    with pytest.raises(ValueError, match="no pretrained weights ship for 'seed003'"):
+        Model(network="seed003").load_pretrained_model()
+
+
+def test_every_shipped_card_describes_its_weights():
+    from scratchnn.model import load_pretrained_state_dict, shipped_networks
+
+    for kind, card in shipped_networks().items():
+        network = build_network(kind, card["network"]["channels"])
+        network.load_state_dict(load_pretrained_state_dict(kind))
+        assert card["network"]["kind"] == kind
+        assert {"commands", "training", "data", "machine", "validation_psnr_db",
+                "noisy_input_psnr_db"} <= set(card)
+        assert card["data"]["num_pairs"] >= 1

@@ -156,3 +156,6 @@ def test_chapter7_has_curves_comparisons_and_the_thread_check(tiny_results):
     check, = report["thread_check"]
     assert [r["threads"] for r in check["runs"]] == [1, 2, 1]
     assert check["reproducible_with_same_threads"]
+    assert check["nudged"]["relative_nudge"] == seeds.NUDGE
+    assert len(check["nudged"]["val_psnr"]) == TINY_CH7["epochs"] + 1
+    assert check["nudged"]["val_psnr"][0] != check["runs"][0]["val_psnr"][0]   # another start

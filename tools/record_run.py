@@ -110,15 +110,18 @@ def card(record, history, network_file):
     }
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path, help="the run's --out folder")
     parser.add_argument("record_dir", type=Path, help="where in results/ to keep its record")
     parser.add_argument("--command", required=True, help="the exact command that made the run")
     parser.add_argument("--threads", type=int, default=2, help="torch threads the run used")
     parser.add_argument("--ship", action="store_true",
-                        help="copy best.pth into scratchnn/pretrained/ with its card")
-    args = parser.parse_args()
+                        help="copy best.pth into the package's pretrained/ folder with its card")
+    parser.add_argument("--pretrained-dir", type=Path,
+                        default=ROOT / "scratchnn" / "pretrained",
+                        help="where shipped weights live. Default: %(default)s")
+    args = parser.parse_args(argv)
 
     args.record_dir.mkdir(parents=True, exist_ok=True)
     record = summary(args.run_dir, args.command, args.threads)
@@ -130,7 +133,7 @@ def main():
     if args.ship:
         network = record["config"]["network"]
         history = json.loads((args.run_dir / "history.json").read_text())
-        shipped = ROOT / "scratchnn" / "pretrained"
+        shipped = args.pretrained_dir
         shutil.copyfile(args.run_dir / "best.pth", shipped / f"{network}.pth")
         text = json.dumps(card(record, history, f"{network}.pth"), indent=2) + "\n"
         (shipped / f"{network}.json").write_text(text)
