@@ -16,9 +16,10 @@ LARGEST_ERRORS = {"float64": 0.0, "float32": 0.0, "numerical": 0.0}
 def small_network(layers=nn):
     """Every block of the course once, small enough for fast tests: (N, 3, H, W) -> 2H x 2W.
 
-    Written once for a layer library, like ``scratchnn.model``'s networks: ``scratchnn.nn`` gives
-    the from-scratch network, ``TorchLayers`` its ``torch.nn`` twin with the same parameter names
-    ``0.weight``, ``0.bias``, ``2.weight``, ``5.conv.weight``, ``5.conv.bias``.
+    Written once for a layer library, like the networks of ``scratchnn.networks``:
+    ``scratchnn.nn`` gives the from-scratch network, ``TorchLayers`` its ``torch.nn`` twin with
+    the same parameter names ``0.weight``, ``0.bias``, ``2.weight``, ``5.conv.weight``,
+    ``5.conv.bias``.
     """
     return layers.Sequential(
         layers.Conv2d(3, 4, 2, stride=2), layers.ReLU(),

@@ -184,7 +184,9 @@ def test_model_names_a_network_and_defaults_to_the_best_shipped_one():
 
 
 def test_a_network_without_shipped_weights_says_so():
-    if "seed003" in __import__("scratchnn.model").model.shipped_networks():
+    from scratchnn.model import shipped_networks
+
+    if "seed003" in shipped_networks():
         pytest.skip("seed003 weights ship now")
     with pytest.raises(ValueError, match="no pretrained weights ship for 'seed003'"):
         Model(network="seed003").load_pretrained_model()
