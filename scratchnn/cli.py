@@ -4,6 +4,13 @@
 ``scratchnn.train.train``; ``denoise`` runs a trained network on an image file of any size.
 Every default comes from ``scratchnn.settings``. Run ``python -m scratchnn train --help`` for
 every option. A user mistake ends with one ``error:`` line and exit code 2, never a traceback.
+
+``train`` runs unchanged under ``torchrun`` (data-parallel training, chapter 10)::
+
+    torchrun --standalone --nproc-per-node 2 -m scratchnn train --device cpu --threads 1 ...
+
+Each process joins the group (``scratchnn.distributed.start``) and calls ``train``; only
+process 0 prints and writes files.
 """
 import argparse
 import shlex
@@ -13,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from . import data, settings
+from . import data, distributed, settings
 from .files import CHECKPOINT_FILE, check_run_folder, load_checkpoint, read_network_weights
 from .imagefile import check_distinct_paths, image_format, read_image, write_image
 from .inference import denoise
@@ -95,9 +102,15 @@ def nothing_left_to_do(args):
     checkpoint = load_checkpoint(args.out) if args.resume else None
     if checkpoint is None or checkpoint["epoch"] < args.epochs:
         return False
-    print(f"nothing to do: the run in {args.out} already finished epoch {checkpoint['epoch']} "
-          f"(--epochs {args.epochs}); ask for more epochs to train further")
+    say(f"nothing to do: the run in {args.out} already finished epoch {checkpoint['epoch']} "
+        f"(--epochs {args.epochs}); ask for more epochs to train further")
     return True
+
+
+def say(message):
+    """Print a line, once: under torchrun only process 0 speaks."""
+    if distributed.is_main_process():
+        print(message, flush=True)
 
 
 def train_command(args):
@@ -106,15 +119,26 @@ def train_command(args):
     check_run_folder(args.out, args.resume, args.overwrite)
     if nothing_left_to_do(args):
         return 0
-    device = resolve_device(args.device)
+    device = distributed.start(resolve_device(args.device))  # joins torchrun's group, if any
+    try:
+        return train_on_this_device(args, device)
+    finally:
+        distributed.stop()
+
+
+def train_on_this_device(args, device):
+    """Build the data and the network, and train (in every process, under torchrun)."""
     train_input, train_target, validation = load_training_data(args)
     check_trainable_size(train_input, "the training images")
     torch.manual_seed(args.seed)  # the network's initial weights
     network = build_for_framework(args.network, args.channels, args.framework)
-    print(f"training {args.framework} {args.network} on {len(train_input)} {args.data} pairs "
-          f"({'clean' if args.clean_targets else 'noisy'} targets), validating on "
-          f"{' and '.join(f'{len(pair[0])} {name}' for name, pair in validation.items())} "
-          f"images, device {device}; files in {args.out}", flush=True)
+    size = distributed.world_size()
+    say(f"training {args.framework} {args.network} on {len(train_input)} {args.data} pairs "
+        f"({'clean' if args.clean_targets else 'noisy'} targets), validating on "
+        f"{' and '.join(f'{len(pair[0])} {name}' for name, pair in validation.items())} "
+        f"images, device {device}"
+        + (f", {size} processes sharing every batch of {args.batch_size}" if size > 1 else "")
+        + f"; files in {args.out}")
     train_settings = settings.TrainSettings(
         optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
         batch_size=args.batch_size, device=str(device), seed=args.seed)
@@ -122,9 +146,11 @@ def train_command(args):
     history = train(network, train_input, train_target, args.epochs, settings=train_settings,
                     validation=validation, out_dir=args.out, resume=args.resume,
                     overwrite=args.overwrite, config=run_config(args))
-    print(f"epoch {history['epoch'][-1]}: validation PSNR {history['val_psnr'][-1]:.2f} dB "
-          f"(noisy input {history['baseline_psnr']:.2f} dB; best epoch {history['best_epoch']}, "
-          f"weights in best.pth); {time.perf_counter() - started:.0f} s in this run", flush=True)
+    if distributed.is_main_process():  # the others have no validation PSNRs to report
+        print(f"epoch {history['epoch'][-1]}: validation PSNR {history['val_psnr'][-1]:.2f} dB "
+              f"(noisy input {history['baseline_psnr']:.2f} dB; best epoch "
+              f"{history['best_epoch']}, weights in best.pth); "
+              f"{time.perf_counter() - started:.0f} s in this run", flush=True)
     return 0
 
 
@@ -135,8 +161,10 @@ def interrupted_message(args, argv):
     if checkpoint is None:
         return "interrupted before the first checkpoint was written; nothing was saved"
     command = [arg for arg in argv if arg not in ("--resume", "--overwrite")] + ["--resume"]
+    launcher = "torchrun [its options] -m scratchnn" if distributed.launched_by_torchrun() \
+        else "python -m scratchnn"
     return (f"interrupted: epoch {checkpoint['epoch']}, the last one finished, is saved in "
-            f"{args.out}; continue with: python -m scratchnn {shlex.join(command)}")
+            f"{args.out}; continue with: {launcher} {shlex.join(command)}")
 
 
 # --- denoise -------------------------------------------------------------------------------------
@@ -231,7 +259,8 @@ def add_training_arguments(parser):
     fit.add_argument("--epochs", type=positive_int, default=settings.DEFAULT_EPOCHS,
                      help="total number of epochs of the run. Default: %(default)s")
     fit.add_argument("--batch-size", type=positive_int, default=settings.DEFAULT_BATCH_SIZE,
-                     help="pairs per mini-batch. Default: %(default)s")
+                     help="pairs per mini-batch, all processes together: under torchrun each "
+                          "process takes an equal share of every batch. Default: %(default)s")
     fit.add_argument("--optimizer", choices=sorted(settings.OPTIMIZERS),
                      default=settings.DEFAULT_OPTIMIZER, help="Default: %(default)s")
     fit.add_argument("--lr", type=float, default=None,
@@ -248,9 +277,12 @@ def add_training_arguments(parser):
 def add_run_arguments(parser):
     run = parser.add_argument_group("run")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                     help="auto: the GPU if PyTorch sees one, else the CPU. Default: %(default)s")
+                     help="auto: the GPU if PyTorch sees one, else the CPU. Under torchrun, "
+                          "cuda gives each process its own GPU (NCCL) and cpu runs the "
+                          "processes on the CPU (gloo). Default: %(default)s")
     run.add_argument("--threads", type=positive_int, default=None,
-                     help="CPU threads for PyTorch. Default: PyTorch's choice")
+                     help="CPU threads for PyTorch (per process under torchrun). "
+                          "Default: PyTorch's choice")
     run.add_argument("--out", default="runs/n2n",
                      help="folder for checkpoint.pt, history.json, psnr.png, best.pth and "
                           "network.pth. Default: %(default)s")
@@ -267,9 +299,13 @@ def make_parser():
                                      description="Noise2Noise from scratch: train a denoiser, "
                                                  "or denoise an image.")
     commands = parser.add_subparsers(dest="command", required=True)
-    train_parser = commands.add_parser("train", help="train a denoising network",
-                                       description="Train a denoiser and write checkpoints, "
-                                                   "history.json and a PSNR plot to --out.")
+    train_parser = commands.add_parser(
+        "train", help="train a denoising network",
+        description="Train a denoiser and write checkpoints, history.json and a PSNR plot to "
+                    "--out. Runs unchanged on several processes (data parallelism, chapter 10): "
+                    "torchrun --standalone --nproc-per-node 2 -m scratchnn train --device cpu "
+                    "... (or --device cuda, one GPU per process). --batch-size stays the "
+                    "global batch; only process 0 validates and writes files.")
     for add_arguments in (add_data_arguments, add_network_arguments, add_training_arguments,
                           add_run_arguments):
         add_arguments(train_parser)
@@ -298,15 +334,19 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = make_parser()
     args = parser.parse_args(argv)
+    # Under torchrun every process meets the same error; only process 0 reports it.
+    speaks = distributed.is_main_process()
     try:
         return args.run(args)
     except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
+        if speaks:
+            print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         message = interrupted_message(args, argv) if args.command == "train" else "interrupted"
-        print(f"\n{message}", file=sys.stderr)
+        if speaks:
+            print(f"\n{message}", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
             PermissionError) as error:
-        parser.exit(2, f"error: {error}\n")
+        parser.exit(2, f"error: {error}\n" if speaks else None)

@@ -16,6 +16,10 @@ What the loop guarantees:
   written before things went wrong, is kept.
 * **Safe files.** Checkpoints hold only tensors, dicts, lists, numbers and strings, so they load
   with ``torch.load(path, weights_only=True)``.
+* **Many processes, one run.** Under ``torchrun`` (``scratchnn.distributed``, chapter 10) each
+  process trains on its shard of every mini-batch and the gradients are combined before each
+  step, so W processes train the network one process would; only process 0 validates and
+  writes files.
 """
 import json
 import math
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from . import nn
+from . import distributed, nn
 from .data import to_float
 from .files import (BEST_WEIGHTS_FILE, HISTORY_FILE, PLOT_FILE, WEIGHTS_FILE, check_run_folder,
                     load_checkpoint, save_checkpoint, save_weights, write_atomically)
@@ -71,21 +75,35 @@ def learning_rate(optimizer):
 
 class ScratchStepper:
     """A from-scratch network, its optimizer and the MSE loss: forward, backward by hand,
-    update."""
+    update.
 
-    def __init__(self, network, optimizer):
+    ``reduce_gradients(gradients, count)``, when given, is called between the backward pass and
+    the update: data-parallel training (chapter 10) combines there the gradients of every
+    process's shard of the batch (``scratchnn.distributed.all_reduce_gradients``).
+    """
+
+    def __init__(self, network, optimizer, reduce_gradients=None):
         live = [parameter for parameter, _ in network.param()]
         if any(mine is not theirs for (mine, _), theirs in zip(optimizer.params, live)):
             raise ValueError("the optimizer does not hold this network's parameters (was the "
                              "network moved with .to() after the optimizer was made? make the "
                              "optimizer after)")
         self.network, self.optimizer, self.loss = network, optimizer, nn.MSE()
+        self.reduce_gradients = reduce_gradients
 
     def step(self, inputs, targets):
-        """One gradient step on a mini-batch; returns the batch's loss (a 0-d tensor)."""
+        """One gradient step on a mini-batch; returns the batch's loss (a 0-d tensor).
+
+        In data-parallel training the mini-batch is this process's shard of the global batch,
+        and it may hold no sample at all: its gradients are then zero.
+        """
         self.optimizer.zero_grad()
-        loss = self.loss.forward(self.network.forward(inputs), targets)
-        self.network.backward(self.loss.backward())
+        loss = inputs.new_zeros(())
+        if len(inputs):
+            loss = self.loss.forward(self.network.forward(inputs), targets)
+            self.network.backward(self.loss.backward())
+        if self.reduce_gradients is not None:
+            self.reduce_gradients(self.gradients(), len(inputs))
         self.optimizer.step()
         return loss
 
@@ -106,18 +124,27 @@ class ScratchStepper:
     def parameters(self):
         return [parameter for parameter, _ in self.network.param()]
 
+    def gradients(self):
+        """The live gradient tensors, in the order of ``parameters()``."""
+        return [gradient for _, gradient in self.network.param()]
+
 
 class TorchStepper:
     """The ``torch.nn`` twin, its ``torch.optim`` optimizer and ``MSELoss``: autograd does the
-    backward pass."""
+    backward pass. ``reduce_gradients`` as for ``ScratchStepper``."""
 
-    def __init__(self, network, optimizer):
+    def __init__(self, network, optimizer, reduce_gradients=None):
         self.network, self.optimizer, self.loss = network, optimizer, torch.nn.MSELoss()
+        self.reduce_gradients = reduce_gradients
 
     def step(self, inputs, targets):
         self.optimizer.zero_grad()
-        loss = self.loss(self.network(inputs), targets)
-        loss.backward()
+        loss = inputs.new_zeros(())
+        if len(inputs):
+            loss = self.loss(self.network(inputs), targets)
+            loss.backward()
+        if self.reduce_gradients is not None:
+            self.reduce_gradients(self.gradients(), len(inputs))
         self.optimizer.step()
         return loss.detach()
 
@@ -139,14 +166,22 @@ class TorchStepper:
     def parameters(self):
         return [parameter.detach() for parameter in self.network.parameters()]
 
+    def gradients(self):
+        """Every parameter's ``.grad``, in the order of ``parameters()``; zeros where no
+        backward pass made one (``zero_grad`` leaves ``None``)."""
+        for parameter in self.network.parameters():
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+        return [parameter.grad for parameter in self.network.parameters()]
 
-def make_stepper(network, optimizer="adam", lr=None, momentum=0.0):
+
+def make_stepper(network, optimizer="adam", lr=None, momentum=0.0, reduce_gradients=None):
     """The adapter for ``network``; ``optimizer`` is a name (``"sgd"``, ``"adam"``) or an
     optimizer already made for the network."""
     if isinstance(optimizer, str):
         optimizer = make_optimizer(network, optimizer, lr, momentum)
     stepper = TorchStepper if is_torch_network(network) else ScratchStepper
-    return stepper(network, optimizer)
+    return stepper(network, optimizer, reduce_gradients)
 
 
 # --- data, order, validation ---------------------------------------------------------------------
@@ -234,8 +269,10 @@ def record_epoch(history, epoch, train_loss, val_psnr, other_val_psnr, seconds, 
 
 
 def check_same_run(saved, current):
-    """A checkpoint may only be resumed by the run that made it (the number of epochs may grow)."""
-    ignore = {"num_epochs"}
+    """A checkpoint may only be resumed by the run that made it. The number of epochs may grow,
+    and the number of processes may change: with the same global batch, W processes train the
+    network one process would (chapter 10)."""
+    ignore = {"num_epochs", "world_size"}
     differences = {key: (saved.get(key), current.get(key)) for key in set(saved) | set(current)
                    if key not in ignore and saved.get(key) != current.get(key)}
     if differences:
@@ -265,23 +302,29 @@ def progress_bar(iterable, description, progress):
 
 
 def train_one_epoch(stepper, inputs, targets, order, batch_size, dtype, description, progress):
-    """One pass over the data in the given order; returns the mean training loss per sample."""
+    """One pass over the data in the given order; returns the mean training loss per sample.
+
+    In data-parallel training (chapter 10) each process steps on its own shard of every batch,
+    and the loss sums of all processes are added up: every process sees the same mean, and so
+    all of them stop together if it is not finite.
+    """
     total = torch.zeros((), dtype=torch.float64, device=inputs.device)
     starts = range(0, len(order), batch_size)
     bar = progress_bar(starts, description, progress)
     for number, start in enumerate(bar, 1):
-        chosen = order[start:start + batch_size]
+        chosen = distributed.my_shard(order[start:start + batch_size])  # alone: the whole batch
         loss = stepper.step(to_float(inputs[chosen], dtype), to_float(targets[chosen], dtype))
         total += loss.to(torch.float64) * len(chosen)
         # Reading the loss waits for the GPU to finish its queue: only every 50 batches.
         if number % 50 == 0 or number == len(starts):
-            running = total.item() / min(start + batch_size, len(order))
+            summed = distributed.sum_over_processes(total).item()
+            running = summed / min(start + batch_size, len(order))
             if not math.isfinite(running):
                 bar.close()
                 raise TrainingDiverged(f"the training loss became {running} by batch {number}")
             bar.set_postfix(loss=f"{running:.5f}")
     bar.close()
-    return total.item() / len(order)
+    return distributed.sum_over_processes(total).item() / len(order)
 
 
 def check_parameters_finite(stepper):
@@ -335,18 +378,27 @@ def train(network, train_input, train_target, num_epochs, *, settings=None, opti
     * Each callback is called as ``callback(epoch, history)`` after every epoch. ``config`` is
       any extra description of the run (data, network), stored with the checkpoint and checked
       on resume.
+    * Data-parallel training (chapter 10): in a process that joined a ``torch.distributed``
+      group (``scratchnn.distributed.start``, as ``python -m scratchnn train`` does under
+      ``torchrun``), every process calls ``train`` with the same arguments. The batch size of
+      ``settings`` is the *global* batch, shared out among the processes, whose gradients are
+      combined before every step: W processes train the network one process would. Every
+      process reads the checkpoint to resume (so ``out_dir`` must be a folder they all see);
+      only process 0 validates, shows progress and writes files, and only its history holds
+      the validation PSNRs (the others return their training losses).
     """
     settings = settings or TrainSettings()
     if not (isinstance(num_epochs, int) and not isinstance(num_epochs, bool) and num_epochs >= 0):
         raise ValueError(f"expected num_epochs to be an int >= 0, got {num_epochs!r}")
     validation = validation_sets(validation)
     check_training_data(train_input, train_target, validation)
-    if out_dir is not None:
+    if out_dir is not None:  # in every process, before process 0 may write anything
         check_run_folder(out_dir, resume, overwrite)
     device, dtype = resolve_device(settings.device), settings.dtype
     network.to(device=device, dtype=dtype)
+    reduce_gradients = distributed.all_reduce_gradients if distributed.world_size() > 1 else None
     stepper = make_stepper(network, optimizer or settings.optimizer, settings.lr,
-                           settings.momentum)
+                           settings.momentum, reduce_gradients)
     inputs, targets = train_input.to(device), train_target.to(device)
     validation = {name: (noisy.to(device), clean.to(device))
                   for name, (noisy, clean) in validation.items()}
@@ -354,13 +406,21 @@ def train(network, train_input, train_target, num_epochs, *, settings=None, opti
     config = {**(config or {}), "seed": settings.seed, "batch_size": settings.batch_size,
               "num_train": len(inputs), "optimizer": type(stepper.optimizer).__name__,
               "lr": learning_rate(stepper.optimizer), "momentum": settings.momentum,
-              "framework": framework, "dtype": str(dtype), "num_epochs": num_epochs}
-    run = Run(stepper, validation, dtype, out_dir, config, label=framework)
+              "framework": framework, "dtype": str(dtype), "num_epochs": num_epochs,
+              "world_size": distributed.world_size()}
 
     checkpoint = load_checkpoint(out_dir) if (out_dir is not None and resume) else None
     if checkpoint is not None:
         check_same_run(checkpoint["config"], config)
         stepper.load_state_dict(checkpoint)
+    # Every replica starts from process 0's weights. Past the barrier, every process has checked
+    # the run folder and read the checkpoint: process 0 may write.
+    distributed.broadcast_parameters(stepper.parameters())
+    distributed.barrier()
+    if not distributed.is_main_process():
+        validation, out_dir, progress = {}, None, False  # only process 0 validates and writes
+    run = Run(stepper, validation, dtype, out_dir, config, label=framework)
+    if checkpoint is not None:
         first_epoch, run.history = checkpoint["epoch"] + 1, checkpoint["history"]
     else:
         run.start()
