@@ -37,6 +37,9 @@ def load_training_data(args):
 
     ``validation`` maps a name to (noisy, clean) images; the first set is the main one.
     """
+    if args.data != "default" and (args.augment or args.recolour):
+        raise ValueError(f"--augment and --recolour change the crops of --data default; "
+                         f"they do not apply to --data {args.data}")
     if args.data == "course":
         return course_training_data(args)
     noise = data.noise_from_spec(args.noise)
@@ -44,7 +47,8 @@ def load_training_data(args):
     num_val = args.num_val or settings.DEFAULT_NUM_VAL
     if args.data == "default":
         pairs = data.make_noise2noise_pairs(num_pairs, seed=args.seed, noise=noise,
-                                            augment=args.augment, return_clean=args.clean_targets)
+                                            augment=args.augment, return_clean=args.clean_targets,
+                                            recolour=args.recolour)
         validation = {name: data.make_validation_set(num_val, seed=settings.VALIDATION_SEED,
                                                      noise=noise, photos=photos)
                       for name, photos in (("photos", data.VALIDATION_PHOTOS),
@@ -94,7 +98,8 @@ def run_config(args):
             "data": args.data, "noise": None if args.data == "course" else args.noise,
             "train_file": args.train_file, "val_file": args.val_file,
             "num_val": args.num_val,
-            "clean_targets": args.clean_targets, "augment": args.augment}
+            "clean_targets": args.clean_targets, "augment": args.augment,
+            "recolour": args.recolour}
 
 
 def nothing_left_to_do(args):
@@ -236,6 +241,9 @@ def add_data_arguments(parser):
     source.add_argument("--augment", action="store_true",
                         help="turn and mirror each training crop at random (the 8 symmetries of "
                              "a square)")
+    source.add_argument("--recolour", action="store_true",
+                        help="permute the colour channels of each training crop and invert its "
+                             "brightness at random (--data default, Gaussian noise)")
 
 
 def add_network_arguments(parser):

@@ -180,16 +180,41 @@ def make_crops(num_crops, seed=0, crop_size=32, augment=False, photos=TRAIN_PHOT
     return _random_crops(num_crops, photos, crop_size, augment, generator)
 
 
+def _recolour(crops, generator):
+    """Random colours: permute the three channels of each crop, and invert half the crops.
+
+    Five photographs hold few of the colours a denoiser meets (chapter 7: a dark blue-green
+    background is almost absent). Inverting (x -> 255 - x) turns bright regions into dark ones.
+    With additive Gaussian noise clipped to [0, 1] both changes are exact symmetries of the noisy
+    data: clip(1 - x + n) = 1 - clip(x - n), and -n is noise of the same law.
+    """
+    permutation = torch.randint(6, (len(crops),), generator=generator)
+    inverted = torch.randint(2, (len(crops),), generator=generator).bool()
+    orders = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+    for index, order in enumerate(orders):
+        chosen = permutation == index
+        crops[chosen] = crops[chosen][:, list(order)]
+    crops[inverted] = 255 - crops[inverted]
+    return crops
+
+
 def make_noise2noise_pairs(num_pairs, seed=0, noise=GaussianNoise(), crop_size=32,
-                           augment=False, photos=TRAIN_PHOTOS, return_clean=False):
+                           augment=False, photos=TRAIN_PHOTOS, return_clean=False,
+                           recolour=False):
     """Training data: two independent noisy copies of the same random crops.
 
     Returns ``(noisy_a, noisy_b)``, uint8 (N, 3, crop_size, crop_size), like the
     course's ``train_data.pkl``; with ``return_clean=True`` also the clean crops
-    (for a Noise2Clean comparison). ``augment`` adds random flips and 90° turns.
+    (for a Noise2Clean comparison). ``augment`` adds random flips and 90° turns;
+    ``recolour`` permutes colour channels and inverts brightness at random (Gaussian noise only).
     """
+    if recolour and not isinstance(noise, GaussianNoise):
+        raise ValueError("recolour inverts brightness, which changes the law of photon (Poisson) "
+                         "noise; use it with Gaussian noise only")
     generator = torch.Generator().manual_seed(seed)
     clean = _random_crops(num_pairs, photos, crop_size, augment, generator)
+    if recolour:
+        clean = _recolour(clean, generator)
     return _noisy_pairs(clean, noise, generator, return_clean)
 
 

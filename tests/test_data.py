@@ -221,3 +221,24 @@ def test_the_varied_validation_set_is_held_out_and_has_grey_and_colour_images():
     grey = (clean[:, 0] == clean[:, 1]).all((1, 2)) & (clean[:, 1] == clean[:, 2]).all((1, 2))
     assert 0 < grey.sum() < 64  # grey photographs and textures, and the colour tissue section
     assert not (noisy[:, 0] == noisy[:, 1]).all()  # the noise is drawn in each channel
+
+
+def test_recolour_permutes_channels_and_inverts_brightness_of_the_clean_crops():
+    plain = data.make_noise2noise_pairs(64, seed=3, augment=True, return_clean=True)[2]
+    recoloured = data.make_noise2noise_pairs(64, seed=3, augment=True, return_clean=True,
+                                             recolour=True)[2]
+    orders = [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]
+    kinds = set()
+    for before, after in zip(plain, recoloured):
+        matches = [(order, inverted) for order in orders for inverted in (False, True)
+                   if torch.equal(after, 255 - before[list(order)] if inverted
+                                  else before[list(order)])]
+        assert matches, "every recoloured crop is a channel permutation, maybe inverted"
+        kinds.update(matches)
+    assert any(inverted for _, inverted in kinds) and any(not inverted for _, inverted in kinds)
+    assert len({order for order, _ in kinds}) > 1
+
+
+def test_recolour_refuses_poisson_noise():
+    with pytest.raises(ValueError, match="Gaussian noise only"):
+        data.make_noise2noise_pairs(8, noise=data.PoissonNoise(30), recolour=True)

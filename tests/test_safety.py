@@ -308,3 +308,9 @@ def test_predict_raises_value_error_or_denoises(shape, dtype, scale):
     except ValueError:
         return
     assert out.shape == images.shape and 0 <= out.min() and out.max() <= 255
+
+
+def test_augment_with_other_data_is_refused_not_ignored(tmp_path, capsys):
+    line = fails_cleanly(TINY_RUN + ["--data", "cifar10", "--augment",
+                                     "--out", str(tmp_path / "run")], capsys)
+    assert "--augment and --recolour" in line and not (tmp_path / "run").exists()

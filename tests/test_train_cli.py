@@ -138,7 +138,7 @@ def test_help_documents_every_option(capsys):
     for option in ("--data", "--train-file", "--val-file", "--noise", "--num-pairs",
                    "--num-val", "--epochs", "--batch-size", "--optimizer", "--lr", "--momentum",
                    "--device", "--seed", "--out", "--resume", "--network", "--channels",
-                   "--framework", "--clean-targets", "--augment", "--overwrite"):
+                   "--framework", "--clean-targets", "--augment", "--overwrite", "--recolour"):
         assert option in text
 
 
