@@ -68,13 +68,21 @@ def build_torch(device):
     return build_reference("seed000").to(device)
 
 
+def build_transposed(device):
+    """The fastest torch form: each "nearest x2 + 3x3 convolution" as one ConvTranspose2d."""
+    return build_reference("seed000", upsampling="transposed").to(device)
+
+
 def check_same_function(device):
-    """Both networks, with the same weights, must give the same output (to float32 rounding)."""
-    scratch, reference = build_scratchnn(device), build_torch(device)
-    copy_weights(scratch, reference)
+    """The three networks, with the same weights, must give the same output (to float32
+    rounding)."""
+    scratch = build_scratchnn(device)
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2)).to(device)
-    with torch.no_grad():
-        difference = (scratch.forward(x) - reference(x)).abs().max().item()
+    difference = 0.0
+    for twin in (build_torch(device), build_transposed(device)):
+        copy_weights(scratch, twin)
+        with torch.no_grad():
+            difference = max(difference, (scratch.forward(x) - twin(x)).abs().max().item())
     if difference > 1e-4:
         raise SystemExit(f"the two networks differ (max difference {difference:.1e}): "
                          "not the same network")
@@ -111,36 +119,47 @@ def torch_step(model, optimizer, x, target):
 
 
 def time_steps(batch, device, rounds, warmup, lr=1e-3):
-    """Median seconds per step of each framework, timed alternately."""
-    scratch, reference = build_scratchnn(device), build_torch(device)
-    copy_weights(scratch, reference)
+    """Median seconds per step of scratchnn and of both torch.nn twins, timed in turn.
+
+    "torch.nn" is the naive twin (``nn.Upsample`` then ``nn.Conv2d``); "ConvTranspose2d" is the
+    fastest torch form of the same network (each up-block one transposed convolution), the
+    anchor the ratios are quoted against.
+    """
+    scratch = build_scratchnn(device)
+    twins = {"torch.nn": build_torch(device), "ConvTranspose2d": build_transposed(device)}
+    for twin in twins.values():
+        copy_weights(scratch, twin)
     loss = scratchnn.MSE()
     scratch_optimizer = scratchnn.SGD(scratch.param(), lr=lr)
-    torch_optimizer = torch.optim.SGD(reference.parameters(), lr=lr)
+    optimizers = {name: torch.optim.SGD(twin.parameters(), lr=lr) for name, twin in twins.items()}
     generator = torch.Generator().manual_seed(1)
     x = torch.rand(batch, 3, 32, 32, generator=generator).to(device)
     target = torch.rand(batch, 3, 32, 32, generator=generator).to(device)
     timer = Timer(device)
-    times = {"scratchnn": [], "torch.nn": []}
+    times = {"scratchnn": [], **{name: [] for name in twins}}
     for index in range(warmup + rounds):
-        for name in ("scratchnn", "torch.nn"):
+        for name in times:
             start = timer.now()
             if name == "scratchnn":
                 scratchnn_step(scratch, loss, scratch_optimizer, x, target)
             else:
-                torch_step(reference, torch_optimizer, x, target)
+                torch_step(twins[name], optimizers[name], x, target)
             if index >= warmup:
                 times[name].append(timer.now() - start)
-    scratch_s = statistics.median(times["scratchnn"])
-    torch_s = statistics.median(times["torch.nn"])
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    result = {"scratchnn_s": times["scratchnn"], "torch_s": times["torch.nn"],
+              "transposed_s": times["ConvTranspose2d"],
+              "median_scratchnn_s": medians["scratchnn"], "median_torch_s": medians["torch.nn"],
+              "median_transposed_s": medians["ConvTranspose2d"],
+              "ratio": medians["scratchnn"] / medians["torch.nn"],
+              "ratio_vs_transposed": medians["scratchnn"] / medians["ConvTranspose2d"]}
     # Two more robust views when other programs share the machine: the fastest step of each, and
     # the median over rounds of the ratio of two steps timed one right after the other.
-    pairs = [mine / theirs for mine, theirs in zip(times["scratchnn"], times["torch.nn"])]
-    return {"scratchnn_s": times["scratchnn"], "torch_s": times["torch.nn"],
-            "median_scratchnn_s": scratch_s, "median_torch_s": torch_s,
-            "ratio": scratch_s / torch_s,
-            "ratio_of_fastest": min(times["scratchnn"]) / min(times["torch.nn"]),
-            "median_paired_ratio": statistics.median(pairs)}
+    for key, name in (("", "torch.nn"), ("_vs_transposed", "ConvTranspose2d")):
+        pairs = [mine / theirs for mine, theirs in zip(times["scratchnn"], times[name])]
+        result["ratio_of_fastest" + key] = min(times["scratchnn"]) / min(times[name])
+        result["median_paired_ratio" + key] = statistics.median(pairs)
+    return result
 
 
 def profile_scratchnn(model, x, target, timer):
@@ -283,9 +302,11 @@ def main():
         steps = time_steps(batch, device, args.rounds, args.warmup)
         result["steps"][str(batch)] = steps
         print(f"batch {batch:4d}: scratchnn {steps['median_scratchnn_s']:.3f} s/step, "
-              f"torch.nn {steps['median_torch_s']:.3f} s/step, ratio {steps['ratio']:.2f} "
-              f"(fastest steps {steps['ratio_of_fastest']:.2f}, "
-              f"paired {steps['median_paired_ratio']:.2f})")
+              f"ConvTranspose2d twin {steps['median_transposed_s']:.3f} s/step, "
+              f"ratio {steps['ratio_vs_transposed']:.2f} "
+              f"(fastest {steps['ratio_of_fastest_vs_transposed']:.2f}, "
+              f"paired {steps['median_paired_ratio_vs_transposed']:.2f}); "
+              f"naive twin {steps['median_torch_s']:.3f} s/step, ratio {steps['ratio']:.2f}")
     if not args.no_profile:
         for batch in args.profile_batches:
             rows = profile(batch, device, max(3, args.rounds // 2), 1)

@@ -4,8 +4,11 @@
 upsampled map: it convolves the small map with four collapsed 2x2 "phase" kernels. Here it must
 give the same output and the same three gradients as ``NearestUpsampling`` followed by ``Conv2d``
 (the plain path, with the same weights) and as ``F.interpolate`` + ``F.conv2d`` under autograd, to
-1e-9 in float64, for random channels, sizes and batches. Both ways of computing its input gradient
-(``fold``, and the convolution form used when the block has few output channels) are exercised.
+1e-9 in float64, for random channels, sizes and batches.
+
+``Conv2d`` with stride 1 and at least 16 input channels runs on shifted rows (``rows.py``): it
+must agree with its own unfold path and with autograd at the network's shapes, and the layout of
+its buffer must hold every padding/kernel/dilation combination.
 """
 import random
 
@@ -17,7 +20,9 @@ from hypothesis import strategies as st
 
 from scratchnn import Conv2d, NearestUpsampling, Sequential, Upsampling
 from scratchnn.gradcheck import max_error
-from scratchnn.nn.conv import collapse_kernel, expand_kernel_grad, interleave_phases, split_phases
+from scratchnn.nn.conv import (SHIFTED_ROWS_MIN_CHANNELS, collapse_kernel, expand_kernel_grad,
+                               interleave_phases, split_phases)
+from scratchnn.nn.rows import rows_layout, to_rows
 
 FLOAT64_TOL = 1e-9
 
@@ -78,14 +83,14 @@ def run_fused_and_references(in_channels, out_channels, batch, height, width, bi
     return errors
 
 
-# (in_channels, out_channels, batch, height, width, bias): both input-gradient forms (fold when
-# 4*out >= in, the convolution form when 4*out < in), 1-pixel maps, odd and non-square sizes.
+# (in_channels, out_channels, batch, height, width, bias): 1-pixel maps, odd and non-square
+# sizes, more input than output channels and the reverse.
 CASES = [
     (3, 2, 2, 5, 3, True),
     (1, 1, 1, 1, 1, True),
     (2, 5, 3, 1, 4, False),
-    (9, 2, 2, 4, 4, True),       # 4*2 < 9: convolution form
-    (13, 1, 1, 3, 7, False),     # convolution form, no bias
+    (9, 2, 2, 4, 4, True),
+    (13, 1, 1, 3, 7, False),
     (16, 3, 2, 6, 5, True),      # the denoiser's last block, scaled down
     (8, 8, 2, 4, 4, True),       # the denoiser's hidden block, scaled down
 ]
@@ -159,7 +164,7 @@ def test_collapse_and_expand_are_transposes():
     """<collapse(w), K> = <w, expand(K)>: expand_kernel_grad is collapse_kernel's exact adjoint."""
     generator = torch.Generator().manual_seed(4)
     w = torch.randn(3, 5, 3, 3, generator=generator, dtype=torch.float64)
-    k = torch.randn(12, 20, generator=generator, dtype=torch.float64)
+    k = torch.randn(12, 5, 2, 2, generator=generator, dtype=torch.float64)
     left = (collapse_kernel(w) * k).sum()
     right = (w * expand_kernel_grad(k, w.shape)).sum()
     assert abs(left - right).item() <= 1e-12
@@ -167,9 +172,9 @@ def test_collapse_and_expand_are_transposes():
 
 def test_split_phases_is_the_transpose_of_interleave_phases():
     generator = torch.Generator().manual_seed(5)
-    phases = torch.randn(2, 4 * 3, 5 * 4, generator=generator, dtype=torch.float64)   # H=4, W=3
+    phases = torch.randn(2, 4 * 3, 5, 4, generator=generator, dtype=torch.float64)   # H=4, W=3
     grad = torch.randn(2, 3, 8, 6, generator=generator, dtype=torch.float64)
-    left = (interleave_phases(phases, 4, 3) * grad).sum()
+    left = (interleave_phases(phases) * grad).sum()
     right = (phases * split_phases(grad)).sum()
     assert abs(left - right).item() <= 1e-12
 
@@ -188,3 +193,96 @@ def test_fused_block_keeps_the_module_contract():
         block.backward(torch.ones(1, 2, 4, 4))       # gradient of the wrong shape
     block.to(dtype=torch.float64)
     assert block.forward(x.double()).dtype == torch.float64
+
+
+# --------------------------------------------------------------------------------------------
+# Conv2d on shifted rows
+# --------------------------------------------------------------------------------------------
+
+def conv_pair(in_channels, out_channels, kernel, padding, dilation, bias, seed):
+    """The same Conv2d twice: on shifted rows (chosen by itself) and forced onto unfold."""
+    torch.manual_seed(seed)
+    fast = Conv2d(in_channels, out_channels, kernel, padding=padding, dilation=dilation,
+                  bias=bias).to(dtype=torch.float64)
+    plain = Conv2d(in_channels, out_channels, kernel, padding=padding, dilation=dilation,
+                   bias=bias).to(dtype=torch.float64)
+    plain.load_state_dict(fast.state_dict())
+    plain.fast = False
+    return fast, plain
+
+
+# (in, out, kernel, padding, dilation, batch, height, width, bias): the U-Net's 3x3 "same"
+# convolutions, a 1x1 output layer, padding larger than the kernel needs, no padding, dilation.
+ROWS_CASES = [
+    (16, 16, 3, 1, 1, 2, 8, 8, True),
+    (32, 16, 3, 1, 1, 3, 5, 7, False),
+    (16, 3, 1, 0, 1, 2, 6, 6, True),
+    (16, 4, 1, 2, 1, 2, 3, 5, True),
+    (20, 5, 3, 0, 1, 1, 4, 9, True),
+    (17, 6, (3, 2), (2, 0), (1, 2), 2, 6, 5, True),
+    (16, 8, 5, 2, 2, 1, 9, 8, False),
+]
+
+
+@pytest.mark.parametrize("case", ROWS_CASES, ids=str)
+def test_shifted_rows_conv_matches_unfold_path_and_autograd(case):
+    *arguments, batch, height, width, bias = case
+    fast, plain = conv_pair(*arguments, bias, seed=7)
+    assert fast.fast_form() in ("shifted rows", "patches") and plain.fast_form() is None
+    generator = torch.Generator().manual_seed(8)
+    x = torch.randn(batch, arguments[0], height, width, generator=generator, dtype=torch.float64)
+    out = fast.forward(x)
+    grad_out = torch.randn(out.shape, generator=generator, dtype=torch.float64)
+    grad_in = fast.backward(grad_out)
+    with torch.enable_grad():
+        x_ref = x.clone().requires_grad_(True)
+        w_ref = fast.weight.clone().requires_grad_(True)
+        out_ref = F.conv2d(x_ref, w_ref, fast.bias, padding=fast.padding, dilation=fast.dilation)
+        out_ref.backward(grad_out)
+    assert max_error(out, plain.forward(x)) <= FLOAT64_TOL
+    assert max_error(grad_in, plain.backward(grad_out)) <= FLOAT64_TOL
+    assert max_error(fast.weight_grad, plain.weight_grad) <= FLOAT64_TOL
+    assert max_error(out, out_ref) <= FLOAT64_TOL
+    assert max_error(grad_in, x_ref.grad) <= FLOAT64_TOL
+    assert max_error(fast.weight_grad, w_ref.grad) <= FLOAT64_TOL
+    if bias:
+        assert max_error(fast.bias_grad, plain.bias_grad) <= FLOAT64_TOL
+
+
+def test_fast_forms_only_where_they_are_fast_and_valid():
+    assert Conv2d(SHIFTED_ROWS_MIN_CHANNELS, 8, 3, padding=1).fast_form() == "shifted rows"
+    assert Conv2d(SHIFTED_ROWS_MIN_CHANNELS - 1, 8, 3, padding=1).fast_form() is None
+    assert Conv2d(32, 8, 3, stride=2, padding=1).fast_form() is None
+    assert Conv2d(32, 8, 3, padding=1, backward_form="convolution").fast_form() is None
+    assert Conv2d(3, 8, 2, stride=2).fast_form() == "patches"
+    assert Conv2d(3, 8, 2, stride=2, padding=1).fast_form() is None
+    assert Conv2d(3, 8, 2, stride=2, dilation=2).fast_form() is None
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(height=st.integers(1, 9), width=st.integers(1, 9), kernel=st.integers(1, 4),
+       padding=st.integers(0, 3), dilation=st.integers(1, 3), batch=st.integers(1, 3))
+def test_rows_layout_reaches_every_tap_and_no_other_pixel(height, width, kernel, padding,
+                                                          dilation, batch):
+    """Every output pixel's tap lands on the input pixel it should, or on a zero of the padding;
+    and every output pixel lies among the computed positions."""
+    reach = dilation * (kernel - 1)
+    if height + 2 * padding <= reach or width + 2 * padding <= reach:
+        return
+    layout = rows_layout((batch, 1, height, width), (kernel, kernel), (padding, padding),
+                         (dilation, dilation))
+    # Number every stored pixel: input pixel (n, y, x) gets 1 + its flat index, padding 0.
+    x = torch.arange(1, batch * height * width + 1, dtype=torch.float64)
+    x = x.reshape(batch, 1, height, width)
+    rows = to_rows(x, layout)[:, 0]
+    for n in range(batch):
+        for y in range(layout.out_height):
+            for x_out in range(layout.out_width):
+                base = n * layout.image_size + y * layout.row_width + x_out
+                assert base < layout.computed
+                for t, offset in enumerate(layout.offsets):
+                    i, j = divmod(t, kernel)
+                    row, col = y - padding + i * dilation, x_out - padding + j * dilation
+                    inside = 0 <= row < height and 0 <= col < width
+                    expected = 1 + (n * height + row) * width + col if inside else 0
+                    assert rows[base + offset].item() == expected

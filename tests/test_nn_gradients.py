@@ -11,6 +11,7 @@ The largest error seen is collected in ``helpers.LARGEST_ERRORS`` and printed af
 """
 import random
 import warnings
+from unittest import mock
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import scratchnn.nn.conv as conv_module
 from scratchnn import MSE, Conv2d, NearestUpsampling, ReLU, Sequential, Sigmoid, Upsampling
 from scratchnn.gradcheck import check_module_numerically
 
@@ -117,15 +119,42 @@ CONV_CONFIGS += [
 ]
 
 
+# Stride-1 configurations, which can also run on shifted rows (chapter 8), and configurations
+# whose kernel equals the stride, which run as non-overlapping patches (sizes not divisible too).
+STRIDE1_CONFIGS = [config for config in CONV_CONFIGS if as_pairs(config)["stride"] == (1, 1)]
+PATCH_CONFIGS = [
+    dict(batch=2, in_channels=3, out_channels=4, size=(8, 8), kernel_size=2, stride=2, padding=0,
+         dilation=1, bias=True),
+    dict(batch=1, in_channels=2, out_channels=3, size=(9, 7), kernel_size=2, stride=2, padding=0,
+         dilation=1, bias=False),
+    dict(batch=3, in_channels=4, out_channels=2, size=(6, 9), kernel_size=(3, 2), stride=(3, 2),
+         padding=0, dilation=1, bias=True),
+    dict(batch=2, in_channels=1, out_channels=5, size=(5, 5), kernel_size=1, stride=1, padding=0,
+         dilation=1, bias=True),
+    dict(batch=1, in_channels=3, out_channels=3, size=(4, 4), kernel_size=4, stride=4, padding=0,
+         dilation=1, bias=True),
+]
+
+
 def make_conv(config, dtype, backward_form, seed=0):
+    """The Conv2d of ``config``. ``backward_form`` "fast" runs the fast forms of chapter 8 (see
+    ``check_conv``); "fold" and "convolution" always run the unfold path."""
     torch.manual_seed(seed)
     conv = Conv2d(config["in_channels"], config["out_channels"], config["kernel_size"],
                   config["stride"], config["padding"], config["dilation"], config["bias"],
-                  backward_form=backward_form)
+                  backward_form="fold" if backward_form == "fast" else backward_form)
+    conv.fast = backward_form == "fast"
     return conv.to(dtype=dtype)
 
 
 def check_conv(config, dtype, backward_form, seed=0):
+    """Forward and all gradients of one configuration against autograd. With "fast", the
+    shifted-rows form runs whatever the number of channels (its threshold is lowered to 1)."""
+    with mock.patch.object(conv_module, "SHIFTED_ROWS_MIN_CHANNELS", 1):
+        return check_conv_form(config, dtype, backward_form, seed)
+
+
+def check_conv_form(config, dtype, backward_form, seed=0):
     conv = make_conv(config, dtype, backward_form, seed)
     generator = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(config["batch"], config["in_channels"], *config["size"], generator=generator,
@@ -140,7 +169,14 @@ def check_conv(config, dtype, backward_form, seed=0):
         out_ref = F.conv2d(x_ref, w_ref, b_ref, conv.stride, conv.padding, conv.dilation)
         gx, gw, gb = reference_grads(out_ref, [x_ref, w_ref, b_ref], grad_out)
 
-    label = f"Conv2d[{backward_form}, {dtype}]"
+    expected = None
+    if backward_form == "fast" and conv.padding == (0, 0) and conv.dilation == (1, 1) \
+            and conv.kernel_size == conv.stride:
+        expected = "patches"
+    elif backward_form == "fast" and conv.stride == (1, 1):
+        expected = "shifted rows"
+    assert conv.form == expected
+    label = f"Conv2d[{backward_form}, {conv.form}, {dtype}]"
     assert_match(f"{label} forward", out, out_ref, dtype)
     assert_match(f"{label} input grad", grad_in, gx, dtype)
     assert_match(f"{label} weight grad", conv.weight_grad, gw, dtype)
@@ -163,6 +199,16 @@ def test_conv2d_float32_matches_autograd(config, backward_form):
     check_conv(config, torch.float32, backward_form)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("config", STRIDE1_CONFIGS + PATCH_CONFIGS, ids=config_id)
+def test_conv2d_fast_forms_match_autograd(config, dtype):
+    check_conv(config, dtype, "fast")
+
+
+def test_enough_configurations_for_the_fast_forms():
+    assert len(STRIDE1_CONFIGS) >= 15 and len(PATCH_CONFIGS) >= 5
+
+
 @pytest.mark.parametrize("config", CONV_CONFIGS, ids=config_id)
 def test_conv2d_backward_forms_agree(config):
     by_fold = make_conv(config, torch.float64, "fold", seed=3)
@@ -183,11 +229,16 @@ def test_conv2d_backward_forms_agree(config):
 
 @settings(max_examples=25, derandomize=True, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2**31 - 1), backward_form=st.sampled_from(["fold", "convolution"]))
+@given(seed=st.integers(0, 2**31 - 1),
+       backward_form=st.sampled_from(["fold", "convolution", "fast"]))
 def test_conv2d_property_random_configs(seed, backward_form):
-    """Hypothesis-driven configurations on top of the fixed list (derandomized: same every run)."""
+    """Hypothesis-driven configurations on top of the fixed list (derandomized: same every run).
+
+    For the fast forms the stride is set to 1 half of the time, so that shifted rows run."""
     with torch.set_grad_enabled(False):
         config = random_conv_config(random.Random(seed))
+        if backward_form == "fast" and seed % 2:
+            config["stride"] = 1
         check_conv(config, torch.float64, backward_form, seed=seed % 1000)
 
 

@@ -8,16 +8,17 @@ class ReLU(Module):
     """max(0, x); its derivative is 1 where x > 0 and 0 elsewhere (0 at x = 0, as PyTorch)."""
 
     def __init__(self):
-        self.derivative = None
+        self.output = None
 
     def forward(self, x):
         check_input(self, x, ndim=None)
-        self.derivative = (x > 0).to(x.dtype)
-        return x.clamp(min=0)
+        self.output = x.clamp(min=0)
+        return self.output
 
     def backward(self, grad):
-        check_grad_like(self, grad, self.derivative)
-        return grad * self.derivative
+        check_grad_like(self, grad, self.output)
+        # The derivative is 1 where the output is positive and 0 where it is 0: the output's sign.
+        return grad * self.output.sign()
 
 
 class Sigmoid(Module):

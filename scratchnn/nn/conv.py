@@ -9,6 +9,8 @@ import torch
 from torch.nn.functional import fold, unfold
 
 from .module import Module, check_bool, check_grad, check_input, integer, pair
+from .rows import (convolve_patches, convolve_patches_backward, convolve_rows,
+                   convolve_rows_backward, is_patchwise)
 
 
 def output_length(size, kernel, stride, padding, dilation):
@@ -42,12 +44,23 @@ def place_in_zeros(x, height, width, top, left, step=(1, 1)):
     return out
 
 
+SHIFTED_ROWS_MIN_CHANNELS = 16   # measured in benchmarks/conv_shapes.py (chapter 8)
+
+
 class Conv2d(Module):
     """2-D convolution with PyTorch's arguments and initialisation.
 
     ``backward_form`` chooses between the two derivations the book teaches: ``"fold"`` (col2im, the
     transpose of unfold; the default because it is faster) and ``"convolution"`` (the gradients
     written as convolutions of the stride-dilated output gradient).
+
+    Two faster forms of the same function run on channels-last rows instead (chapter 8), unless
+    ``fast`` is set to False (then the unfold path of chapters 3-4 always runs):
+
+    * ``"patches"`` when the kernel equals the stride (no padding, no dilation): every pixel lies
+      in one patch, and unfold is a mere reshape;
+    * ``"shifted rows"`` for stride 1 with at least ``SHIFTED_ROWS_MIN_CHANNELS`` input channels
+      (with fewer, each product is too thin to run fast and one unfold product wins).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
@@ -63,6 +76,7 @@ class Conv2d(Module):
             raise ValueError(f"Conv2d: expected backward_form 'fold' or 'convolution', "
                              f"got {backward_form!r}")
         self.backward_form = backward_form
+        self.fast = backward_form == "fold"
         # U(-sqrt(k), sqrt(k)) with k = 1 / (C * kh * kw), as torch.nn.Conv2d does.
         bound = 1 / math.sqrt(self.in_channels * self.kernel_size[0] * self.kernel_size[1])
         weight_shape = (self.out_channels, self.in_channels, *self.kernel_size)
@@ -70,7 +84,18 @@ class Conv2d(Module):
         self.weight_grad = self.weight.new_zeros(self.weight.shape)
         self.bias = torch.empty(self.out_channels).uniform_(-bound, bound) if bias else None
         self.bias_grad = self.bias.new_zeros(self.bias.shape) if bias else None
-        self.input = self.columns = self.output_shape = None
+        self.input = self.columns = self.rows = self.output_shape = None
+        self.form = None   # the fast form that the last forward pass ran, or None
+
+    def fast_form(self):
+        """The faster form this convolution runs (see the class docstring), or None."""
+        if not self.fast:
+            return None
+        if is_patchwise(self.kernel_size, self.stride, self.padding, self.dilation):
+            return "patches"
+        if self.stride == (1, 1) and self.in_channels >= SHIFTED_ROWS_MIN_CHANNELS:
+            return "shifted rows"
+        return None
 
     def named_param(self):
         params = [("weight", self.weight, self.weight_grad)]
@@ -97,10 +122,14 @@ class Conv2d(Module):
 
     def forward(self, x):
         self.check(x)
-        out, self.columns = convolve(x, self.weight, self.stride, self.padding, self.dilation)
-        if self.bias is not None:
-            out += self.bias.reshape(1, -1, 1, 1)
-        self.input, self.output_shape = x, out.shape
+        self.input, self.form = x, self.fast_form()
+        if self.form is not None:
+            out = self.fast_forward(x)
+        else:
+            out, self.columns = convolve(x, self.weight, self.stride, self.padding, self.dilation)
+            if self.bias is not None:
+                out += self.bias.reshape(1, -1, 1, 1)
+        self.output_shape = out.shape
         return out
 
     def backward(self, grad):
@@ -108,9 +137,31 @@ class Conv2d(Module):
         if self.bias is not None:
             # Each bias is added to every output of its channel.
             self.bias_grad += grad.sum((0, 2, 3))
+        if self.form is not None:
+            return self.fast_backward(grad)
         if self.backward_form == "fold":
             return self.backward_by_fold(grad)
         return self.backward_by_convolution(grad)
+
+    def fast_forward(self, x):
+        """The forward pass in ``self.form`` (chapter 8); the bias is added inside."""
+        if self.form == "patches":
+            out, self.rows = convolve_patches(x, self.weight, self.bias)
+        else:
+            out, self.rows = convolve_rows(x, self.weight, self.bias, self.padding, self.dilation)
+        return out
+
+    def fast_backward(self, grad):
+        """Input and weight gradients in ``self.form``; the bias gradient is already added."""
+        if self.form == "patches":
+            input_grad, weight_grad = convolve_patches_backward(grad, self.rows, self.weight,
+                                                                self.input.shape)
+        else:
+            input_grad, weight_grad = convolve_rows_backward(grad, self.rows, self.weight,
+                                                             self.input.shape, self.padding,
+                                                             self.dilation)
+        self.weight_grad += weight_grad
+        return input_grad
 
     def backward_by_fold(self, grad):
         """Backward of the product ``out = W @ columns``; ``fold`` sums columns into pixels."""
@@ -187,81 +238,91 @@ COLLAPSE = ((1, 0, 0), (0, 1, 1), (1, 1, 0), (0, 0, 1))
 PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
 
 
+def both_sides(matrix, kernels):
+    """``matrix @ K @ matrix^T`` for every k x k kernel K of (O, C, k, k).
+
+    The kernel axes go first, so that each product is one small matrix times a wide one (a
+    batch of O*C tiny products would spend its time on the batch, not on the sums).
+    """
+    o, c, k, _ = kernels.shape
+    m = matrix.shape[0]
+    wide = kernels.permute(2, 3, 0, 1).reshape(k, -1)                 # rows r; columns (s, o, c)
+    wide = matrix.matmul(wide).reshape(m, k, -1).transpose(0, 1).reshape(k, -1)  # rows s: M K
+    both = matrix.matmul(wide).reshape(m, m, o, c)                      # (s', r', o, c)
+    return both.permute(2, 3, 1, 0)
+
+
 def collapse_kernel(weight):
-    """The 2x2 kernels of the four output phases (a, b), as one (4O, 4C) matrix: K = M w M^T.
+    """The 2x2 kernels of the four output phases (a, b), as one (4O, C, 2, 2) weight: M w M^T.
 
     Output row 2i+a of the upsampled-then-convolved map reads small rows (i-1, i, i) for a = 0 and
     (i, i, i+1) for a = 1, so taps on the same row add up: (w0, w1+w2) on rows (i-1, i) and
     (w0+w1, w2) on rows (i, i+1). M = ``COLLAPSE`` does this to the rows, M^T to the columns.
-    Rows of the result are (a, b, o); columns (c, t, u) follow ``unfold``'s 2x2 patches.
+    Output channel (a, b, o) of the result is phase (a, b) of output channel o.
     """
     o, c = weight.shape[:2]
-    collapse = weight.new_tensor(COLLAPSE)                                   # M, (4, 3)
-    kernels = collapse.matmul(weight).matmul(collapse.t())                   # (O, C, 2a+t, 2b+u)
-    return kernels.reshape(o, c, 2, 2, 2, 2).permute(2, 4, 0, 1, 3, 5).reshape(4 * o, 4 * c)
+    kernels = both_sides(weight.new_tensor(COLLAPSE), weight)             # (O, C, 2a+t, 2b+u)
+    kernels = kernels.reshape(o, c, 2, 2, 2, 2).permute(2, 4, 0, 1, 3, 5)  # (a, b, O, C, t, u)
+    return kernels.reshape(4 * o, c, 2, 2)
 
 
 def expand_kernel_grad(grad, weight_shape):
     """The transpose of ``collapse_kernel``: K = M w M^T is linear in w, so d w = M^T dK M."""
     o, c = weight_shape[:2]
-    collapse = grad.new_tensor(COLLAPSE)
     grad = grad.reshape(2, 2, o, c, 2, 2).permute(2, 3, 0, 4, 1, 5).reshape(o, c, 4, 4)
-    return collapse.t().matmul(grad).matmul(collapse)
+    return both_sides(grad.new_tensor(COLLAPSE).t(), grad)
 
 
-def interleave_phases(phases, height, width):
-    """(N, 4O, (H+1)(W+1)) phases on every 2x2 window of the padded small map -> (N, O, 2H, 2W).
+def interleave_phases(phases):
+    """(N, 4O, H+1, W+1) phases on every 2x2 window of the padded small map -> (N, O, 2H, 2W).
 
-    Output pixel (2i+a, 2j+b) is phase (a, b) on the window at (i+a, j+b).
+    Output pixel (2i+a, 2j+b) is phase (a, b) on the window at (i+a, j+b). The result is written
+    channels-last, (N, H, a, W, b, O), where each phase is one strided block.
     """
-    n = phases.shape[0]
-    phases = phases.reshape(n, 2, 2, -1, height + 1, width + 1)
-    out = phases.new_empty(n, phases.shape[3], 2 * height, 2 * width)
-    for a, b in PHASES:
-        out[:, :, a::2, b::2] = phases[:, a, b, :, a:a + height, b:b + width]
-    return out
+    n, _, height, width = phases.shape
+    height, width = height - 1, width - 1
+    phases = phases.permute(0, 2, 3, 1).reshape(n, height + 1, width + 1, 4, -1)
+    out = phases.new_empty(n, height, 2, width, 2, phases.shape[-1])
+    for k, (a, b) in enumerate(PHASES):
+        out[:, :, a, :, b] = phases[:, a:a + height, b:b + width, k]
+    return out.reshape(n, 2 * height, 2 * width, -1).permute(0, 3, 1, 2)
 
 
 def split_phases(grad):
-    """The transpose of ``interleave_phases``: (N, O, 2H, 2W) -> (N, 4O, (H+1)(W+1)).
+    """The transpose of ``interleave_phases``: (N, O, 2H, 2W) -> (N, 4O, H+1, W+1).
 
-    Each phase is placed in zeros where its window does not reach.
+    Each phase is placed in zeros where its window does not reach. The result lies channels-last
+    in memory, (N, H+1, W+1, 4O): the layout in which ``convolve_rows_backward`` reads it.
     """
-    height, width = grad.shape[2] // 2, grad.shape[3] // 2
-    phases = [place_in_zeros(grad[:, :, a::2, b::2], height + 1, width + 1, a, b)
-              for a, b in PHASES]
-    return torch.cat(phases, 1).reshape(grad.shape[0], 4 * grad.shape[1], -1)
+    n, o, height, width = grad.shape[0], grad.shape[1], grad.shape[2] // 2, grad.shape[3] // 2
+    phases = grad.new_zeros(n, height + 1, width + 1, 4, o)
+    blocks = grad.permute(0, 2, 3, 1).reshape(n, height, 2, width, 2, o)
+    for k, (a, b) in enumerate(PHASES):
+        phases[:, a:a + height, b:b + width, k] = blocks[:, :, a, :, b]
+    return phases.reshape(n, height + 1, width + 1, 4 * o).permute(0, 3, 1, 2)
 
 
-def upsample_convolve(x, weight):
-    """Nearest x2 upsampling then a 3x3 padding-1 convolution (no bias); also return the columns.
+def upsample_convolve(x, kernels):
+    """Nearest x2 upsampling then a 3x3 padding-1 convolution (no bias); also return the rows.
 
-    One 2x2 ``unfold`` of ``x`` padded by one, (N, 4C, (H+1)(W+1)), times ``collapse_kernel``'s
-    matrix gives all four phases: about 16 instead of 36 multiply-adds per small pixel and channel
-    pair, and columns 9 times smaller than those of the upsampled map.
+    ``kernels`` is ``collapse_kernel(weight)``. One 2x2 convolution of ``x`` padded by one, with
+    its 4O output channels, gives all four phases on the small map: 16 multiply-adds per small
+    pixel and channel pair (plus the border row and column) instead of 36, and no upsampled map
+    is ever stored. It runs on shifted rows (``rows.py``), so there is no unfold copy either.
     """
-    columns = unfold(x, (2, 2), padding=(1, 1))
-    return interleave_phases(collapse_kernel(weight).matmul(columns), *x.shape[2:]), columns
+    phases, rows = convolve_rows(x, kernels, None, (1, 1), (1, 1))
+    return interleave_phases(phases), rows
 
 
-def upsample_convolve_backward(grad, columns, weight, input_shape):
-    """Gradients of ``upsample_convolve`` with respect to its input and its weight.
-
-    ``addbmm_`` sums phases[n] columns[n]^T over the batch without storing one product per image.
-    The input's takes the cheaper of chapter 4's two forms: ``fold`` of (N, 4C, (H+1)(W+1))
-    columns, or, with fewer than C/4 output channels, a "valid" correlation of the
-    (N, 4O, H+1, W+1) phase gradient with the 180-degree-flipped 2x2 kernels, whose columns are
-    only (N, 16O, H*W).
-    """
-    (n, c, height, width), o = input_shape, weight.shape[0]
-    phases, kernel = split_phases(grad), collapse_kernel(weight)            # (N, 4O, L), (4O, 4C)
-    kernel_grad = kernel.new_zeros(kernel.shape).addbmm_(phases, columns.transpose(1, 2))
-    weight_grad = expand_kernel_grad(kernel_grad, weight.shape)
-    if 4 * o >= c:
-        columns_grad = kernel.t().matmul(phases)                              # (N, 4C, L)
-        return fold(columns_grad, (height, width), (2, 2), padding=(1, 1)), weight_grad
-    flipped = kernel.reshape(4 * o, c, 2, 2).flip(2, 3).transpose(0, 1)      # (C, 4O, 2, 2)
-    return convolve(phases.reshape(n, 4 * o, height + 1, width + 1), flipped)[0], weight_grad
+def upsample_convolve_backward(grad, rows, kernels, weight_shape, input_shape):
+    """Gradients of ``upsample_convolve`` with respect to its input and its 3x3 weight: split the
+    output gradient into its four phases, run the 2x2 convolution's backward, expand the kernel
+    gradient back to 3x3."""
+    phases = split_phases(grad)                                # (N, 4O, H+1, W+1), channels-last
+    spread = phases.permute(0, 2, 3, 1).reshape(-1, phases.shape[1])     # a view, no copy
+    input_grad, kernel_grad = convolve_rows_backward(None, rows, kernels, input_shape, (1, 1),
+                                                     (1, 1), spread=spread)
+    return input_grad, expand_kernel_grad(kernel_grad, weight_shape)
 
 
 class Upsampling(Module):
@@ -284,7 +345,7 @@ class Upsampling(Module):
         setting = (self.upsample.scale_factor, conv.kernel_size, conv.stride, conv.padding,
                    conv.dilation)
         self.fused = setting == ((2, 2), (3, 3), (1, 1), (1, 1), (1, 1))
-        self.columns = self.input_shape = self.output_shape = None
+        self.rows = self.kernels = self.input_shape = self.output_shape = None
 
     @property
     def weight(self):
@@ -303,7 +364,9 @@ class Upsampling(Module):
         if not self.fused:
             return self.conv.forward(self.upsample.forward(x))
         self.conv.check(x, module=self)
-        out, self.columns = upsample_convolve(x, self.weight)
+        # The collapsed kernels are kept for the backward pass (the weight cannot change between).
+        self.kernels = collapse_kernel(self.weight)
+        out, self.rows = upsample_convolve(x, self.kernels)
         if self.bias is not None:
             out += self.bias.reshape(1, -1, 1, 1)
         self.input_shape, self.output_shape = x.shape, out.shape
@@ -315,8 +378,8 @@ class Upsampling(Module):
         check_grad(self, grad, self.output_shape, self.weight.dtype)
         if self.bias is not None:
             self.conv.bias_grad += grad.sum((0, 2, 3))
-        input_grad, weight_grad = upsample_convolve_backward(grad, self.columns, self.weight,
-                                                             self.input_shape)
+        input_grad, weight_grad = upsample_convolve_backward(grad, self.rows, self.kernels,
+                                                             self.weight.shape, self.input_shape)
         self.conv.weight_grad += weight_grad
         return input_grad
 
