@@ -204,22 +204,24 @@ def profile_torch(model, x, target, timer):
 
 
 def profile(batch, device, rounds, warmup):
-    """Median forward and backward milliseconds of every block of both networks."""
-    scratch, reference = build_scratchnn(device), build_torch(device)
-    copy_weights(scratch, reference)
+    """Median forward and backward milliseconds of every block of the three networks."""
+    scratch = build_scratchnn(device)
+    twins = {"torch": build_torch(device), "transposed": build_transposed(device)}
+    for twin in twins.values():
+        copy_weights(scratch, twin)
     generator = torch.Generator().manual_seed(1)
     x = torch.rand(batch, 3, 32, 32, generator=generator).to(device)
     target = torch.rand(batch, 3, 32, 32, generator=generator).to(device)
     timer = Timer(device)
-    samples = {key: [] for key in ("scratchnn_forward", "scratchnn_backward",
-                                   "torch_forward", "torch_backward")}
+    samples = {f"{name}_{part}": [] for name in ("scratchnn", *twins)
+               for part in ("forward", "backward")}
     for index in range(warmup + rounds):
-        scratch_forward, scratch_backward = profile_scratchnn(scratch, x, target, timer)
-        torch_forward, torch_backward = profile_torch(reference, x, target, timer)
+        measured = {"scratchnn": profile_scratchnn(scratch, x, target, timer)}
+        measured |= {name: profile_torch(twin, x, target, timer) for name, twin in twins.items()}
         if index >= warmup:
-            for key, value in zip(samples, (scratch_forward, scratch_backward,
-                                            torch_forward, torch_backward)):
-                samples[key].append(value)
+            for name, (forward, backward) in measured.items():
+                samples[f"{name}_forward"].append(forward)
+                samples[f"{name}_backward"].append(backward)
     rows = []
     for position, block in enumerate(scratch.modules):
         row = {"block": block_name(block)}
@@ -244,16 +246,14 @@ def machine(device, threads):
 
 
 def print_profile(rows):
-    header = f"{'block':<36}{'scratchnn fwd':>14}{'bwd':>8}{'torch.nn fwd':>14}{'bwd':>8}   (ms)"
-    print(header)
-    for row in rows:
-        print(f"{row['block']:<36}"
-              f"{row['scratchnn_forward_ms']:>14.1f}{row['scratchnn_backward_ms']:>8.1f}"
-              f"{row['torch_forward_ms']:>14.1f}{row['torch_backward_ms']:>8.1f}")
-    totals = [sum(row[key] for row in rows) for key in
-              ("scratchnn_forward_ms", "scratchnn_backward_ms",
-               "torch_forward_ms", "torch_backward_ms")]
-    print(f"{'total':<36}{totals[0]:>14.1f}{totals[1]:>8.1f}{totals[2]:>14.1f}{totals[3]:>8.1f}")
+    keys = [f"{name}_{part}_ms" for name in ("scratchnn", "torch", "transposed")
+            for part in ("forward", "backward")]
+    print(f"{'block':<36}{'scratchnn fwd':>14}{'bwd':>8}{'naive fwd':>11}{'bwd':>8}"
+          f"{'ConvT fwd':>11}{'bwd':>8}   (ms)")
+    for row in rows + [{"block": "total", **{key: sum(row[key] for row in rows)
+                                             for key in keys}}]:
+        print(f"{row['block']:<36}" + "".join(f"{row[key]:>{width}.1f}" for key, width in
+                                              zip(keys, (14, 8, 11, 8, 11, 8))))
 
 
 def save(path, label, result):

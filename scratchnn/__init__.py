@@ -2,9 +2,10 @@
 denoiser."""
 from .model import Model
 from .networks import build_network
-from .nn import (MSE, SGD, Adam, Conv2d, Module, NearestUpsampling, ReLU, Sequential, Sigmoid,
-                 Upsampling)
+from .nn import (MSE, SGD, Adam, Concat, Conv2d, ConvTranspose2d, LeakyReLU, MaxPool2d, Module,
+                 NearestUpsampling, ReLU, Residual, Sequential, Sigmoid, Upsampling)
 
-__all__ = ["Module", "Sequential", "Conv2d", "NearestUpsampling", "Upsampling", "ReLU", "Sigmoid",
-           "MSE", "SGD", "Adam", "Model", "build_network"]
+__all__ = ["Module", "Sequential", "Concat", "Residual", "Conv2d", "ConvTranspose2d",
+           "NearestUpsampling", "Upsampling", "MaxPool2d", "ReLU", "LeakyReLU", "Sigmoid", "MSE",
+           "SGD", "Adam", "Model", "build_network"]
 __version__ = "0.1.0"

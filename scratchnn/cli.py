@@ -134,7 +134,7 @@ def train_command(args):
 def train_on_this_device(args, device):
     """Build the data and the network, and train (in every process, under torchrun)."""
     train_input, train_target, validation = load_training_data(args)
-    check_trainable_size(train_input, "the training images")
+    check_trainable_size(train_input, "the training images", kind=args.network)
     torch.manual_seed(args.seed)  # the network's initial weights
     network = build_for_framework(args.network, args.channels, args.framework)
     size = distributed.world_size()

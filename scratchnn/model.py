@@ -79,7 +79,7 @@ class Model:
         """
         check_images(train_input, "train_input")
         check_images(train_target, "train_target")
-        check_trainable_size(train_input)
+        check_trainable_size(train_input, kind=self.network_kind)
         settings = TrainSettings(batch_size=self.settings.batch_size,
                                  device=self.settings.device, seed=self.train_calls)
         history = train(self.network, train_input, train_target, num_epochs, settings=settings,

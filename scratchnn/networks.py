@@ -39,12 +39,49 @@ def seed003_network(layers, channels=32):
     )
 
 
+def unet_level(layers, channels, depth):
+    """One level of the U-Net, as a block that keeps H and W and returns 2 * channels maps.
+
+    ``Concat`` keeps the input (the skip connection, full resolution) beside what the inner
+    path computes at half resolution: max-pool, convolution, the next level (if any), then a
+    2x2 stride-2 transposed convolution back up.
+    """
+    inner = [layers.MaxPool2d(2), layers.Conv2d(channels, channels, 3, padding=1),
+             layers.LeakyReLU(0.1)]
+    if depth > 1:
+        inner += [unet_level(layers, channels, depth - 1),
+                  layers.Conv2d(2 * channels, channels, 3, padding=1), layers.LeakyReLU(0.1)]
+    inner += [layers.ConvTranspose2d(channels, channels, 2, stride=2)]
+    return layers.Concat(layers.Sequential(*inner))
+
+
+def unet_network(layers, channels=48, depth=3):
+    """A residual U-Net in the spirit of the Noise2Noise paper's, scaled to train on two cores.
+
+    Each level halves the resolution with a 2x2 max-pool (32 -> 16 -> 8 -> 4 for depth 3),
+    comes back with a 2x2 stride-2 transposed convolution, and concatenates the full-resolution
+    maps of its input (``unet_level``). Leaky ReLUs of slope 0.1 as in the paper. The whole
+    network is wrapped in ``Residual``: it predicts the *correction* to the noisy image, so an
+    untrained network starts near "do nothing" rather than near grey. The output is not
+    squashed; ``predict`` clips it to [0, 255].
+    """
+    return layers.Residual(layers.Sequential(
+        layers.Conv2d(3, channels, 3, padding=1), layers.LeakyReLU(0.1),
+        layers.Conv2d(channels, channels, 3, padding=1), layers.LeakyReLU(0.1),
+        unet_level(layers, channels, depth),
+        layers.Conv2d(2 * channels, channels, 3, padding=1), layers.LeakyReLU(0.1),
+        layers.Conv2d(channels, 3, 3, padding=1),
+    ))
+
+
 @dataclass(frozen=True)
 class Architecture:
-    """One network variant: how to build it, its usual width, and one line for the book's table."""
+    """One network variant: how to build it, its usual width, one line for the book's table,
+    and the number H and W must be multiples of to train (it halves the image that often)."""
     build: Callable
     default_channels: int
     description: str
+    size_multiple: int = 4
 
 
 ARCHITECTURES = {
@@ -52,11 +89,12 @@ ARCHITECTURES = {
                                                   "Upsampling(3x3, x2) twice, Sigmoid"),
     "seed003": Architecture(seed003_network, 32, "Seed 003: conv 3x3/2, conv 3x3/2, "
                                                  "Upsampling(3x3, x2) twice, Sigmoid"),
+    "unet": Architecture(unet_network, 48, "Residual U-Net, 3 levels (max-pool 2x2, transposed "
+                                           "conv 2x2/2, skip by Concat), leaky ReLU", 8),
 }
 
-# Every network above halves the image twice, so training images need H and W multiples of this
-# (``predict`` pads any other size itself).
-SIZE_MULTIPLE = 4
+# ``predict`` pads any image to multiples of this, the largest ``size_multiple`` above.
+SIZE_MULTIPLE = max(variant.size_multiple for variant in ARCHITECTURES.values())
 
 
 def architecture(kind):
@@ -76,15 +114,18 @@ def build_network(kind="seed000", channels=None):
     return variant.build(nn, channels or variant.default_channels)
 
 
-def check_trainable_size(images, name="train_input"):
-    """Training images must have H and W divisible by ``SIZE_MULTIPLE``: say so before the loss
-    finds an output of another size than its target."""
+def check_trainable_size(images, name="train_input", kind=None):
+    """Training images must have H and W divisible by the network's ``size_multiple`` (all the
+    networks' largest when ``kind`` is None): say so before the loss finds an output of another
+    size than its target."""
+    multiple = SIZE_MULTIPLE if kind is None else architecture(kind).size_multiple
     height, width = images.shape[-2:]
-    if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
-        raise ValueError(f"{name}: the networks halve the image twice, so training images need a "
-                         f"height and width divisible by {SIZE_MULTIPLE}; got {height}x{width} "
-                         f"(crop them, e.g. images[..., :{height - height % SIZE_MULTIPLE}, "
-                         f":{width - width % SIZE_MULTIPLE}])")
+    if height % multiple or width % multiple:
+        raise ValueError(f"{name}: the network halves the image {multiple.bit_length() - 1} "
+                         f"times, so training images need a height and width divisible by "
+                         f"{multiple}; got {height}x{width} (crop them, e.g. "
+                         f"images[..., :{height - height % multiple}, "
+                         f":{width - width % multiple}])")
 
 
 def network_from_state_dict(state_dict):
@@ -95,7 +136,7 @@ def network_from_state_dict(state_dict):
     """
     if not isinstance(state_dict, dict):
         raise ValueError(f"expected a network state_dict, got a {type(state_dict).__name__}")
-    first = state_dict.get("0.weight")
+    first = state_dict.get("0.weight", state_dict.get("module.0.weight"))
     if not hasattr(first, "shape"):
         raise ValueError(f"not a scratchnn network state_dict: no '0.weight' tensor among "
                          f"{sorted(state_dict)[:6]}")

@@ -29,13 +29,41 @@ class ReferenceUpsampling(nn.Module):
         return self.conv(self.upsample(x))
 
 
+class ReferenceConcat(nn.Module):
+    """``scratchnn.nn.Concat`` in torch.nn: ``cat([x, module(x)], 1)``; autograd adds the two
+    paths at the fork. The attribute ``module`` gives the same parameter names."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return torch.cat([x, self.module(x)], dim=1)
+
+
+class ReferenceResidual(nn.Module):
+    """``scratchnn.nn.Residual`` in torch.nn: ``x + module(x)``."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return x + self.module(x)
+
+
 class TorchLayers:
     """The layer library an architecture function is built from, made of ``torch.nn`` modules."""
     Sequential = nn.Sequential
     Conv2d = nn.Conv2d
+    ConvTranspose2d = nn.ConvTranspose2d
+    MaxPool2d = nn.MaxPool2d
     ReLU = nn.ReLU
+    LeakyReLU = nn.LeakyReLU
     Sigmoid = nn.Sigmoid
     Upsampling = ReferenceUpsampling
+    Concat = ReferenceConcat
+    Residual = ReferenceResidual
 
     @staticmethod
     def NearestUpsampling(scale_factor):  # noqa: N802 (named like the class it stands for)

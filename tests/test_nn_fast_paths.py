@@ -158,6 +158,9 @@ def test_only_the_common_setting_is_fused():
                    dict(scale_factor=2, padding=2, dilation=2)):
         assert not Upsampling(2, 2, 3, **kwargs).fused, kwargs
     assert not Upsampling(2, 2, 5, scale_factor=2, padding=1).fused
+    plain = Upsampling(2, 2, 3, scale_factor=2, padding=1)
+    plain.fast = False
+    assert not plain.fused
 
 
 def test_collapse_and_expand_are_transposes():

@@ -51,7 +51,7 @@ def test_copy_weights_works_in_both_directions(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_same_weights_give_the_same_output_and_input_gradient(kind):
     scratch, reference = twins(kind)
-    x = torch.rand(2, 3, 16, 20, dtype=torch.float64, requires_grad=True)
+    x = torch.rand(2, 3, 16, 24, dtype=torch.float64, requires_grad=True)
     out = reference(x)
     out.sum().backward()
     assert (scratch.forward(x.detach()) - out.detach()).abs().max() < 1e-12
@@ -66,8 +66,8 @@ def test_training_steps_give_the_same_parameters(kind, optimizer, lr, momentum):
     state."""
     scratch, reference = twins(kind)
     generator = torch.Generator().manual_seed(1)
-    inputs = torch.randint(0, 256, (8, 3, 12, 16), dtype=torch.uint8, generator=generator)
-    targets = torch.randint(0, 256, (8, 3, 12, 16), dtype=torch.uint8, generator=generator)
+    inputs = torch.randint(0, 256, (8, 3, 16, 24), dtype=torch.uint8, generator=generator)
+    targets = torch.randint(0, 256, (8, 3, 16, 24), dtype=torch.uint8, generator=generator)
     settings = dict(progress=False,
                     settings=TrainSettings(optimizer=optimizer, lr=lr, momentum=momentum,
                                            batch_size=4, device="cpu", dtype=torch.float64,

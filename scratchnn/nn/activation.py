@@ -21,6 +21,36 @@ class ReLU(Module):
         return grad * self.output.sign()
 
 
+class LeakyReLU(Module):
+    """x where x > 0, negative_slope * x elsewhere (torch's default slope 0.01).
+
+    Unlike ReLU it never blocks the gradient completely: a unit that is negative for every input
+    still learns, at ``negative_slope`` times the rate.
+    """
+
+    def __init__(self, negative_slope=0.01):
+        if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)) \
+                or not negative_slope == negative_slope:
+            raise ValueError(f"LeakyReLU: expected negative_slope to be a number, "
+                             f"got {negative_slope!r}")
+        self.negative_slope = float(negative_slope)
+        self.positive = self.dtype = None
+
+    def forward(self, x):
+        check_input(self, x, ndim=None)
+        self.positive, self.dtype = x > 0, x.dtype
+        return x.where(self.positive, x * self.negative_slope)
+
+    def backward(self, grad):
+        if self.positive is None:
+            raise RuntimeError("LeakyReLU.backward called before forward")
+        check_grad(self, grad, self.positive.shape, self.dtype)
+        return grad.where(self.positive, grad * self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
 class Sigmoid(Module):
     """1 / (1 + exp(-x)), computed so that no exponential can overflow, for any finite x."""
 

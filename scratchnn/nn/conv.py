@@ -329,8 +329,9 @@ class Upsampling(Module):
     """Nearest upsampling followed by a convolution (the course's "Upsampling" block).
 
     With scale 2, a 3x3 kernel, padding 1, stride 1 and dilation 1 (the denoiser's setting) it
-    computes the same function faster with ``upsample_convolve`` (chapter 8), never building the
-    upsampled map; any other setting runs ``NearestUpsampling`` and then ``Conv2d``.
+    is ``fused``: ``upsample_convolve`` computes the same function faster (chapter 8), never
+    building the upsampled map. Set ``fast`` to False to always run ``NearestUpsampling`` and
+    then ``Conv2d`` (chapter 5).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, scale_factor=2, stride=1, padding=0,
@@ -341,11 +342,17 @@ class Upsampling(Module):
                                bias)
         except ValueError as error:   # say which block the bad argument was given to
             raise ValueError(f"Upsampling: {error}") from None
+        self.fast = True
+        self.rows = self.kernels = self.input_shape = self.output_shape = None
+
+    @property
+    def fused(self):
+        """True when the fused computation of chapter 8 runs: ``fast`` and the denoiser's
+        setting."""
         conv = self.conv
         setting = (self.upsample.scale_factor, conv.kernel_size, conv.stride, conv.padding,
                    conv.dilation)
-        self.fused = setting == ((2, 2), (3, 3), (1, 1), (1, 1), (1, 1))
-        self.rows = self.kernels = self.input_shape = self.output_shape = None
+        return self.fast and setting == ((2, 2), (3, 3), (1, 1), (1, 1), (1, 1))
 
     @property
     def weight(self):
@@ -361,20 +368,27 @@ class Upsampling(Module):
 
     def forward(self, x):
         check_input(self, x, channels=self.conv.in_channels)
-        if not self.fused:
-            return self.conv.forward(self.upsample.forward(x))
+        if self.fused:
+            return self.fused_forward(x)     # the same function, computed faster (chapter 8)
+        return self.conv.forward(self.upsample.forward(x))
+
+    def backward(self, grad):
+        if self.fused:
+            return self.fused_backward(grad)
+        return self.upsample.backward(self.conv.backward(grad))
+
+    def fused_forward(self, x):
+        """Chapter 8: the four phases of the output computed on the small map."""
         self.conv.check(x, module=self)
         # The collapsed kernels are kept for the backward pass (the weight cannot change between).
         self.kernels = collapse_kernel(self.weight)
         out, self.rows = upsample_convolve(x, self.kernels)
         if self.bias is not None:
-            out += self.bias.reshape(1, -1, 1, 1)
+            out = out + self.bias.reshape(1, -1, 1, 1)
         self.input_shape, self.output_shape = x.shape, out.shape
         return out
 
-    def backward(self, grad):
-        if not self.fused:
-            return self.upsample.backward(self.conv.backward(grad))
+    def fused_backward(self, grad):
         check_grad(self, grad, self.output_shape, self.weight.dtype)
         if self.bias is not None:
             self.conv.bias_grad += grad.sum((0, 2, 3))

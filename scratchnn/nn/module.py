@@ -219,5 +219,84 @@ class Sequential(Module):
         return len(self.modules)
 
     def __repr__(self):
-        lines = [f"  ({index}): {module!r}" for index, module in enumerate(self.modules)]
+        lines = [f"  ({index}): " + repr(module).replace("\n", "\n  ")
+                 for index, module in enumerate(self.modules)]
         return "Sequential(\n" + "\n".join(lines) + "\n)"
+
+
+def check_module(module, container):
+    if not isinstance(module, Module):
+        raise ValueError(f"{container}: expected a Module, got {type(module).__name__}")
+    return module
+
+
+class Concat(Module):
+    """A skip connection: ``cat([x, module(x)], dim=1)``, the input's channels first.
+
+    The input is used twice, directly and through ``module``: a fork. By the chain rule its
+    gradient is the *sum* of what comes back along both paths: the first C channels of the
+    output gradient, plus ``module.backward`` of the rest. Adding at forks is the one thing a
+    general computation graph does beyond ``Sequential``; nesting ``Concat`` inside
+    ``Sequential`` inside ``Concat`` builds a U-Net without one (chapter 9).
+    """
+
+    def __init__(self, module):
+        self.module = check_module(module, "Concat")
+        self.channels = None
+
+    def forward(self, x):
+        check_input(self, x)
+        inner = self.module.forward(x)
+        if inner.dim() != 4 or inner.shape[0] != x.shape[0] or inner.shape[2:] != x.shape[2:]:
+            raise ValueError(f"Concat: the inner module must keep N, H and W to be concatenated "
+                             f"with its input {tuple(x.shape)}, got {tuple(inner.shape)}")
+        self.channels = x.shape[1]
+        return torch.cat([x, inner], dim=1)
+
+    def backward(self, grad):
+        if self.channels is None:
+            raise RuntimeError("Concat.backward called before forward")
+        direct, through = grad[:, :self.channels], grad[:, self.channels:]
+        return direct + self.module.backward(through)          # the two paths add at the fork
+
+    def named_param(self):
+        return [(f"module.{name}", parameter, gradient)
+                for name, parameter, gradient in self.module.named_param()]
+
+    def __repr__(self):
+        inner = repr(self.module).replace("\n", "\n  ")
+        return f"Concat(\n  {inner}\n)"
+
+
+class Residual(Module):
+    """``x + module(x)``: the module learns a correction to its input (He et al., 2016).
+
+    As in ``Concat``, the input forks, so its gradient is the sum of both paths:
+    ``grad + module.backward(grad)``; the first term is why gradients reach early layers intact.
+    """
+
+    def __init__(self, module):
+        self.module = check_module(module, "Residual")
+        self.shape = None
+
+    def forward(self, x):
+        check_input(self, x, ndim=None)
+        inner = self.module.forward(x)
+        if inner.shape != x.shape:
+            raise ValueError(f"Residual: the inner module must keep the shape {tuple(x.shape)} "
+                             f"to be added to its input, got {tuple(inner.shape)}")
+        self.shape = x.shape
+        return x + inner
+
+    def backward(self, grad):
+        if self.shape is None:
+            raise RuntimeError("Residual.backward called before forward")
+        return grad + self.module.backward(grad)
+
+    def named_param(self):
+        return [(f"module.{name}", parameter, gradient)
+                for name, parameter, gradient in self.module.named_param()]
+
+    def __repr__(self):
+        inner = repr(self.module).replace("\n", "\n  ")
+        return f"Residual(\n  {inner}\n)"

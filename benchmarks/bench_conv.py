@@ -1,0 +1,155 @@
+"""Convolutions at the U-Net's shapes: scratchnn's fast forms against torch.nn.Conv2d, one shape
+at a time, and the machine's matrix-product peak they are all bounded by.
+
+For every shape (batch, in -> out channels, H x W, 3x3 kernel, stride 1, padding 1) it times,
+interleaved in one process after warm-up: one forward + backward (input, weight and bias
+gradients) of
+
+    scratchnn   ``Conv2d`` as the package runs it (shifted rows when it has >= 16 input
+                channels, chapter 8; the input arrives channels-last, as inside a network)
+    unfold      the same module with ``fast = False``: the unfold + matmul + fold form of
+                chapters 3-4, the "before" of chapter 8
+    torch.nn    ``torch.nn.Conv2d`` with autograd (on a CPU, oneDNN's convolution; on a GPU,
+                cuDNN's), the fastest torch form of the same function
+
+and prints the median milliseconds, the ratios scratchnn / torch.nn and unfold / torch.nn, and
+the achieved GFLOP/s (2 * multiply-adds of the three products: output, input gradient, weight
+gradient) next to the peak of one large float32 matrix product measured in the same process.
+
+Usage (from the repository root)::
+
+    python benchmarks/bench_conv.py [--device cuda] [--threads 2] [--json benchmarks/results/conv_cpu.json]
+    python benchmarks/bench_conv.py --quick          # two small shapes, a smoke test
+"""
+import argparse
+import datetime
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_step import Timer, machine  # noqa: E402
+
+from scratchnn import Conv2d  # noqa: E402
+
+# (batch, in_channels, out_channels, size): the 3x3 convolutions of the U-Net of chapter 9 (48
+# channels, 32x32 crops, batch 32), plus its first and last layers.
+UNET_SHAPES = [(32, 3, 48, 32), (32, 48, 48, 32), (32, 96, 48, 32), (32, 48, 3, 32),
+               (32, 48, 48, 16), (32, 96, 48, 16), (32, 48, 48, 8), (32, 96, 48, 8),
+               (32, 48, 48, 4)]
+QUICK_SHAPES = [(4, 16, 16, 8), (4, 3, 16, 8)]
+
+
+def matmul_peak(device, timer, size=2048, rounds=5):
+    """GFLOP/s of one large float32 matrix product: the ceiling for every form here."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    a.matmul(b)
+    times = []
+    for _ in range(rounds):
+        start = timer.now()
+        a.matmul(b)
+        times.append(timer.now() - start)
+    return 2 * size ** 3 / min(times) / 1e9
+
+
+def step_flops(batch, in_channels, out_channels, size):
+    """Floating-point operations of forward + both gradients: 3 products of 2 * N*H*W*9*C*O."""
+    return 3 * 2 * batch * size * size * 9 * in_channels * out_channels
+
+
+def time_shape(shape, device, timer, rounds, warmup):
+    batch, in_channels, out_channels, size = shape
+    torch.manual_seed(0)
+    fast = Conv2d(in_channels, out_channels, 3, padding=1).to(device=device)
+    plain = Conv2d(in_channels, out_channels, 3, padding=1).to(device=device)
+    plain.load_state_dict(fast.state_dict())
+    plain.fast = False
+    reference = torch.nn.Conv2d(in_channels, out_channels, 3, padding=1).to(device)
+    with torch.no_grad():
+        reference.weight.copy_(fast.weight)
+        reference.bias.copy_(fast.bias)
+    # Inside a network the input of a fast convolution lies channels-last in memory.
+    x = torch.randn(batch, size, size, in_channels, device=device).permute(0, 3, 1, 2)
+    grad = torch.randn(batch, out_channels, size, size, device=device)
+    x_leaf = x.detach().contiguous().requires_grad_(True)
+
+    def ours(module):
+        with torch.no_grad():
+            module.zero_grad()
+            module.forward(x)
+            module.backward(grad)
+
+    def theirs():
+        reference.zero_grad()
+        x_leaf.grad = None
+        reference(x_leaf).backward(grad)
+
+    contenders = {"scratchnn": lambda: ours(fast), "unfold": lambda: ours(plain),
+                  "torch.nn": theirs}
+    times = {name: [] for name in contenders}
+    for index in range(warmup + rounds):
+        for name, run in contenders.items():
+            start = timer.now()
+            run()
+            if index >= warmup:
+                times[name].append(timer.now() - start)
+    with torch.no_grad():
+        check = (fast.forward(x) - F.conv2d(x, fast.weight, fast.bias, padding=1)).abs().max()
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    flops = step_flops(*shape)
+    return {"shape": list(shape), "form": fast.fast_form() or "unfold",
+            "median_ms": {name: 1000 * value for name, value in medians.items()},
+            "ratio": medians["scratchnn"] / medians["torch.nn"],
+            "ratio_unfold": medians["unfold"] / medians["torch.nn"],
+            "gflops": {name: flops / value / 1e9 for name, value in medians.items()},
+            "max_forward_difference": check.item()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="two small shapes (a smoke test)")
+    parser.add_argument("--json", help="write the results to this file")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    timer = Timer(device)
+    info = machine(device, args.threads)
+    peak = matmul_peak(device, timer, 256 if args.quick else 2048)
+    print(f"{info['cpu']}, {args.threads} threads, torch {info['torch']}, device {device.type}"
+          + (f" ({info['gpu']})" if "gpu" in info else "")
+          + f"; float32 matmul peak {peak:.0f} GFLOP/s")
+    print(f"{'batch, C -> O, size':<24}{'form':<14}{'scratchnn':>10}{'unfold':>9}{'torch':>8}"
+          f"{'ratio':>8}{'unfold/torch':>14}{'GFLOP/s ours':>14}{'torch':>7}   (ms)")
+    rows = []
+    for shape in QUICK_SHAPES if args.quick else UNET_SHAPES:
+        row = time_shape(shape, device, timer, 2 if args.quick else args.rounds,
+                         1 if args.quick else args.warmup)
+        rows.append(row)
+        ms, gflops = row["median_ms"], row["gflops"]
+        batch, c, o, size = shape
+        print(f"{f'{batch}, {c} -> {o}, {size}x{size}':<24}{row['form']:<14}"
+              f"{ms['scratchnn']:>10.1f}{ms['unfold']:>9.1f}{ms['torch.nn']:>8.1f}"
+              f"{row['ratio']:>8.2f}{row['ratio_unfold']:>14.2f}"
+              f"{gflops['scratchnn']:>14.0f}{gflops['torch.nn']:>7.0f}")
+    info["load_average_at_end"] = __import__("os").getloadavg()[0]
+    if args.json:
+        record = {"what": __doc__.split("\n")[0], "machine": info, "matmul_peak_gflops": peak,
+                  "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                  "rounds": args.rounds, "warmup": args.warmup, "rows": rows}
+        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
+        print(f"written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()

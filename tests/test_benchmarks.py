@@ -1,0 +1,81 @@
+"""The speed benchmarks of chapter 8 run (as smoke tests, on tiny shapes) and say what they
+measured against; the GPU script calls each of them with ``--device cuda``.
+
+The numbers themselves are measured on a quiet machine and stored in benchmarks/results/; here
+only that the scripts work, that the twins they time compute the same function, and that the
+stored results name their machine."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+
+def run(script, *args):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_bench_conv_quick(tmp_path):
+    out = run("bench_conv.py", "--quick", "--threads", "1", "--json", str(tmp_path / "c.json"))
+    assert "matmul peak" in out
+    record = json.loads((tmp_path / "c.json").read_text())
+    assert {row["form"] for row in record["rows"]} == {"shifted rows", "unfold"}
+    assert all(row["max_forward_difference"] < 1e-4 for row in record["rows"])
+
+
+def test_scaling_quick(tmp_path):
+    out = run("scaling.py", "--quick", "--json", str(tmp_path / "s.json"))
+    assert "seed000" in out and "unet" in out
+    record = json.loads((tmp_path / "s.json").read_text())
+    assert len(record["steps"]) == 2 and len(record["memory"]) == 2
+
+
+def test_bench_step_times_against_the_transposed_twin():
+    out = run("bench_step.py", "--batches", "4", "--rounds", "1", "--warmup", "0",
+              "--no-profile", "--threads", "1")
+    assert "ConvTranspose2d twin" in out and "same network" in out
+
+
+def test_flop_counts_match_the_architectures():
+    """seed000 per 32x32 image: conv 3->100 k2 on 16x16, conv 100->100 k2 on 8x8, and the two
+    fused upsampling blocks: 16 taps on the padded small maps (9x9 and 17x17)."""
+    import scaling
+    multiply_adds = (256 * 4 * 3 * 100 + 64 * 4 * 100 * 100 + 81 * 16 * 100 * 100
+                     + 289 * 16 * 100 * 3)
+    assert scaling.step_flops("seed000", 1) == 3 * 2 * multiply_adds
+
+
+def test_gpu_script_runs_every_benchmark_on_cuda():
+    script = (BENCHMARKS / "gpu.sh").read_text()
+    for name in ("bench_step.py", "bench_conv.py", "scaling.py"):
+        assert f"benchmarks/{name} --device cuda" in script
+
+
+@pytest.mark.parametrize("name", ["cpu.json", "conv_cpu.json", "scaling_cpu.json"])
+def test_stored_results_name_their_machine(name):
+    path = BENCHMARKS / "results" / name
+    if not path.exists():
+        pytest.skip(f"{name} not measured yet")
+    record = json.loads(path.read_text())
+    machines = [run["machine"] for run in record["runs"]] if "runs" in record \
+        else [record["machine"]]
+    for machine in machines:
+        assert machine["cpu"] and machine["torch"]
+        assert machine.get("device", "cpu") == "cpu" or "gpu" in machine
+
+
+def test_cuda_benchmarks_only_with_a_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "bench_conv.py"), "--device",
+                             "cuda"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "no CUDA device" in result.stderr
