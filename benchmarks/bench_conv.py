@@ -18,7 +18,7 @@ gradient) next to the peak of one large float32 matrix product measured in the s
 
 Usage (from the repository root)::
 
-    python benchmarks/bench_conv.py [--device cuda] [--threads 2] [--json benchmarks/results/conv_cpu.json]
+    python benchmarks/bench_conv.py [--device cuda] [--threads 2] [--json results.json]
     python benchmarks/bench_conv.py --quick          # two small shapes, a smoke test
 """
 import argparse

@@ -6,8 +6,8 @@ hatched grey border, and what the current frame reads or writes is tinted. In a 
 one with ``as_html(sliding_window())``; ``as_html`` also closes the figure, so that no static
 copy of it is shown under the animation.
 
-The numbers are computed here with plain Python loops over the textbook formulas (nothing is
-taken from torch), so that ``tests/test_animations.py`` can check them against PyTorch.
+The numbers are computed here in plain Python, straight from the textbook formulas (torch is not
+used), so that ``tests/test_animations.py`` can check what is drawn against PyTorch.
 """
 import random
 
@@ -17,6 +17,7 @@ from matplotlib.patches import Rectangle
 
 FIGSIZE, DPI, INTERVAL_MS = (8, 3), 80, 700
 PADDING_COLOR, EMPTY_COLOR, READ_COLOR, WRITE_COLOR = "#eeeeee", "white", "#9ecae1", "#fdae6b"
+READ_BEFORE_COLOR = "#cfe0f1"   # pixels an earlier window read: the never-read ones stay white
 # One light colour per kernel tap or per phase, so that the eye can follow a value around.
 TAP_COLORS = ["#9ecae1", "#fdae6b", "#a1d99b", "#bcbddc", "#fc9272", "#fdd0a2", "#c7e9c0",
               "#dadaeb", "#c6dbef"]
@@ -153,8 +154,9 @@ def sliding_window(kernel=3, stride=2, padding=1, dilation=1, size=5):
 
     Left, the input framed by its hatched zero padding, with the window of the current output
     (i, j) outlined and its taps, the pixels it reads (``dilation`` apart), tinted in the colour
-    of the kernel weight that multiplies them. Middle, the kernel. Right, the output filling up:
-    cell (i, j) reads padded rows s*i + d*p and columns s*j + d*q (chapter 3, eq. ch3-conv).
+    of the kernel weight that multiplies them; pixels read by earlier windows stay pale blue, so
+    rows and columns that no window reads remain white. Middle, the kernel. Right, the output
+    filling up: cell (i, j) reads padded rows s*i + d*p and columns s*j + d*q (eq. ch3-conv).
     """
     image = small_integers(size, size, 0, 9, seed=3)
     weights = small_integers(kernel, kernel, -2, 2, seed=4)
@@ -166,12 +168,18 @@ def sliding_window(kernel=3, stride=2, padding=1, dilation=1, size=5):
     fig, (ax_in, ax_kernel, ax_out) = new_figure(
         [panel_width(side), panel_width(kernel), panel_width(out_size)])
 
+    def taps(frame):
+        """The padded pixels that output ``frame`` reads, with the colour of their tap."""
+        i, j = divmod(frame, out_size)
+        return {(stride * i + dilation * p, stride * j + dilation * q): tap_color(p, q, kernel)
+                for p in range(kernel) for q in range(kernel)}
+
     def draw_frame(frame):
         i, j = divmod(frame, out_size)
-        taps = {(stride * i + dilation * p, stride * j + dilation * q): tap_color(p, q, kernel)
-                for p in range(kernel) for q in range(kernel)}
+        colors = {cell: READ_BEFORE_COLOR for earlier in range(frame) for cell in taps(earlier)}
+        colors.update(taps(frame))
         prepare(ax_in, side, side, f"input {size}×{size}, padding {padding}", side)
-        draw_grid(ax_in, padded, taps, padding)
+        draw_grid(ax_in, padded, colors, padding)
         outline(ax_in, stride * i, stride * j, span, span)
         prepare(ax_kernel, kernel, kernel, f"kernel {kernel}×{kernel}", side)
         draw_grid(ax_kernel, weights, {(p, q): tap_color(p, q, kernel)

@@ -54,12 +54,13 @@ def window_starts(size, tile, margin):
 def apply_in_tiles(network, images, tile=192, margin=32):
     """Run ``network`` on padded images (N, 3, H, W) a tile at a time, with overlapping margins.
 
-    Why: the last convolution's ``unfold`` copies every pixel 9 x channels times; for a
-    12-megapixel photograph that would be tens of gigabytes. Each tile is computed from a window
-    ``margin`` pixels larger on every side and only its centre is kept. Because windows start at
-    multiples of 4 (the stride grid of the network stays aligned) and ``margin`` exceeds the
-    network's receptive-field radius, the result equals the whole-image result (up to rounding:
-    the matrix products are split differently).
+    Why: a network keeps several maps of 48 to 100 channels per pixel for its backward pass and
+    its products; for a 12-megapixel photograph at once that would be tens of gigabytes. Each
+    tile is computed from a window ``margin`` pixels larger on every side and only its centre is
+    kept. Because windows start at multiples of 8 (the stride grid of every network stays
+    aligned) and ``margin`` exceeds the networks' receptive-field radius (at most 31 pixels, the
+    U-Net's), the result equals the whole-image result (up to rounding: the matrix products are
+    split differently).
     """
     height, width = images.shape[2:]
     if height <= tile + margin and width <= tile + margin:
@@ -92,7 +93,7 @@ def denoise(network, images, pixels_per_batch=64 * 32 * 32):
 
 
 def denoise_batch(network, images, device, dtype):
-    """Scale to [0, 1], pad to multiples of 4, run the network, crop the padding, scale back."""
+    """Scale to [0, 1], pad to multiples of 8, run the network, crop the padding, scale back."""
     padded, (height, width) = pad_to_multiple(images.to(device=device, dtype=dtype) / 255)
     with torch.no_grad():  # only matters for a torch.nn twin; scratchnn never records anything
         denoised = apply_in_tiles(network, padded)[:, :, :height, :width]

@@ -134,6 +134,7 @@ def main(argv=None):
         network = record["config"]["network"]
         history = json.loads((args.run_dir / "history.json").read_text())
         shipped = args.pretrained_dir
+        shipped.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(args.run_dir / "best.pth", shipped / f"{network}.pth")
         text = json.dumps(card(record, history, f"{network}.pth"), indent=2) + "\n"
         (shipped / f"{network}.json").write_text(text)
