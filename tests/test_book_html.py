@@ -136,3 +136,58 @@ def test_page_renders(source, build, tmp_path):
              f"{config.get('branch', 'main')}/book/{source.name}")
     links = [a.get("href", "") for a in soup.find_all("a")]
     assert colab in links, f"{name}: no Colab launch link to {colab}"
+
+
+# Chapters that must show at least one matplotlib animation (``scratchnn.animations``).
+ANIMATED_CHAPTERS = ["03_conv_forward", "04_conv_backward"]
+
+# Injected into a copy of a page: after load, press every animation's Play button (matplotlib's
+# jshtml template, matplotlib/_animation_data.py: onclick="anim<id>.play_animation()"), then for
+# three (virtual) seconds keep the largest frame each slider showed, and write them on <body>.
+PLAY_ANIMATIONS = """
+<script>
+window.addEventListener("load", function () {
+  setTimeout(function () {
+    document.querySelectorAll("button[onclick$='.play_animation()']")
+      .forEach(function (button) { button.click(); });
+    var sliders = Array.from(document.querySelectorAll("input.anim-slider"));
+    var largest = sliders.map(function () { return 0; });
+    var watch = setInterval(function () {
+      sliders.forEach(function (slider, k) {
+        largest[k] = Math.max(largest[k], parseInt(slider.value));
+      });
+      document.body.setAttribute("data-animation-frames", largest.join(","));
+    }, 50);
+    setTimeout(function () { clearInterval(watch); }, 3000);
+  }, 500);
+});
+</script>
+"""
+
+
+def test_animations_play(build, tmp_path):
+    animated = {}
+    for page in sorted((HTML / "book").glob("*.html")):
+        text = page.read_text(encoding="utf-8")
+        if "new Animation(frames" in text:
+            animated[page] = text
+    names = [page.stem for page in animated]
+    missing = [name for name in ANIMATED_CHAPTERS if name not in names]
+    assert not missing, (f"no animation (scratchnn.animations + as_html) on the pages of "
+                         f"{missing}; found animations on {names}")
+
+    for page, text in animated.items():
+        sliders = text.count('class="anim-slider"')
+        # A copy beside nothing: <base> makes its relative links point into the built site.
+        copy = tmp_path / f"{page.stem}.html"
+        text = re.sub(r"<head[^>]*>", lambda m: f'{m.group(0)}<base href="{page.as_uri()}">',
+                      text, count=1)
+        copy.write_text(text.replace("</body>", PLAY_ANIMATIONS + "</body>", 1), encoding="utf-8")
+        soup = BeautifulSoup(chromium(["--dump-dom", copy.as_uri()], tmp_path / "profile"),
+                             "html.parser")
+        frames = soup.body.get("data-animation-frames") if soup.body else None
+        assert frames is not None, f"{page.stem}: the animations' sliders could not be read"
+        largest = [int(value) for value in frames.split(",")]
+        assert len(largest) == sliders and all(value > 0 for value in largest), (
+            f"{page.stem}: after pressing Play, the largest frame of each animation was "
+            f"{largest}; every animation must move past its first frame")

@@ -179,7 +179,8 @@ class Conv2d(Module):
         (ph, pw), (dh, dw) = self.padding, self.dilation
         n, c, height, width = self.input.shape
         out_h, out_w = grad.shape[2:]
-        # Rows/columns of the padded input that the kernel reached; a stride may skip the rest.
+        # Up to the last row/column of the padded input a window reached; the rows after it are
+        # never read (rows skipped *between* read ones get zero gradient by themselves).
         used_h, used_w = dh * (kh - 1) + sh * (out_h - 1) + 1, dw * (kw - 1) + sw * (out_w - 1) + 1
         padded = place_in_zeros(self.input, height + 2 * ph, width + 2 * pw, ph, pw)
         padded = padded[:, :, :used_h, :used_w]
@@ -190,9 +191,9 @@ class Conv2d(Module):
         patches = patches.reshape(-1, c * kh * kw)
         grad_rows = grad.transpose(0, 1).reshape(grad.shape[1], -1)          # (O, N*L)
         self.weight_grad += grad_rows.matmul(patches).reshape(self.weight.shape)
-        # Input: full convolution of the padded, stride-dilated gradient with the 180-degree
+        # Input: full correlation of the padded, stride-dilated gradient with the 180-degree
         # flipped kernel. Padding dh*(kh-1) before the gradient makes it "full"; the padding
-        # after it also covers the rows the forward pass never read, whose gradient is zero.
+        # after it also covers the trailing rows the forward pass never read (zero gradient).
         reach_h, reach_w = dh * (kh - 1), dw * (kw - 1)
         spread = place_in_zeros(grad, height + 2 * ph + reach_h, width + 2 * pw + reach_w,
                                 reach_h, reach_w, step=(sh, sw))
