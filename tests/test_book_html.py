@@ -139,7 +139,7 @@ def test_page_renders(source, build, tmp_path):
 
 
 # Chapters that must show at least one matplotlib animation (``scratchnn.animations``).
-ANIMATED_CHAPTERS = ["03_conv_forward", "04_conv_backward"]
+ANIMATED_CHAPTERS = ["03_conv_forward", "04_conv_backward", "05_upsampling", "08_making_it_fast"]
 
 # Injected into a copy of a page: after load, press every animation's Play button (matplotlib's
 # jshtml template, matplotlib/_animation_data.py: onclick="anim<id>.play_animation()"), then for
