@@ -82,12 +82,13 @@ def card(record, history, network_file):
                 f"scratchnn/pretrained/{network_file})",
         "network": {"kind": config["network"], "channels": config["channels"],
                     "framework": config["framework"]},
-        "training": {key: config[key] for key in
-                     ("optimizer", "lr", "batch_size", "seed", "dtype", "augment")}
+        "training": {key: config.get(key, False) for key in
+                     ("optimizer", "lr", "batch_size", "seed", "dtype", "augment", "recolour")}
         | {"epochs": record["epochs_done"], "best_epoch": record["best_epoch"]},
         "data": {"source": f"{config['data']}: scratchnn.data.make_noise2noise_pairs("
                            f"{config['num_train']}, seed={config['seed']}, "
-                           f"noise={config['noise']}, augment={config['augment']})",
+                           f"noise={config['noise']}, augment={config['augment']}, "
+                           f"recolour={config.get('recolour', False)})",
                  "noise": config["noise"], "num_pairs": config["num_train"],
                  "clean_targets": config["clean_targets"],
                  "validation": "photos: make_validation_set(1000, seed=0) (held-out photographs); "
