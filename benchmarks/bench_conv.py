@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_step import Timer, machine  # noqa: E402
+from bench_step import Timer, chosen_device, machine  # noqa: E402
 
 from scratchnn import Conv2d  # noqa: E402
 
@@ -119,9 +119,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="two small shapes (a smoke test)")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    device = torch.device(args.device)
+    device = chosen_device(parser, args.device)
     torch.set_num_threads(args.threads)
     timer = Timer(device)
     info = machine(device, args.threads)

@@ -89,6 +89,13 @@ def check_same_function(device):
     return difference
 
 
+def chosen_device(parser, name):
+    """``torch.device(name)``, or a clear command-line error when CUDA is asked for but absent."""
+    if name == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
 class Timer:
     """Wall-clock seconds of a block of code, waiting for the GPU when there is one."""
 
@@ -280,9 +287,7 @@ def main():
     parser.add_argument("--note", default="", help="what changed, stored with the run")
     args = parser.parse_args()
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    device = torch.device(args.device)
+    device = chosen_device(parser, args.device)
     torch.set_num_threads(args.threads)
     result = {"label": args.label, "note": args.note, "machine": machine(device, args.threads),
               "date": datetime.datetime.now().isoformat(timespec="seconds"),

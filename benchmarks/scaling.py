@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_step import Timer, machine  # noqa: E402
+from bench_step import Timer, chosen_device, machine  # noqa: E402
 
 import scratchnn  # noqa: E402
 from scratchnn.nn.module import all_modules  # noqa: E402
@@ -172,11 +172,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="a smoke test")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
     if args.quick:
         args.batches, args.threads, args.memory_batches, args.rounds = [4], [1], [4], 1
-    device = torch.device(args.device)
+    device = chosen_device(parser, args.device)
     timer = Timer(device)
     info = machine(device, max(args.threads))
     print(f"{info['cpu']}, torch {info['torch']}, device {device.type}"

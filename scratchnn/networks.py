@@ -136,9 +136,9 @@ def network_from_state_dict(state_dict):
     """
     if not isinstance(state_dict, dict):
         raise ValueError(f"expected a network state_dict, got a {type(state_dict).__name__}")
-    first = state_dict.get("0.weight", state_dict.get("module.0.weight"))
+    first = next((value for name, value in state_dict.items() if name.endswith("weight")), None)
     if not hasattr(first, "shape"):
-        raise ValueError(f"not a scratchnn network state_dict: no '0.weight' tensor among "
+        raise ValueError(f"not a scratchnn network state_dict: no weight tensor among "
                          f"{sorted(state_dict)[:6]}")
     for kind in ARCHITECTURES:
         network = build_network(kind, first.shape[0])

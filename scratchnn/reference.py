@@ -140,7 +140,9 @@ def copy_weights(source, destination):
     weights = {}
     for name, tensor in source.state_dict().items():
         tensor = tensor.detach()
-        if tensor.dim() == 4 and shapes.get(name, tensor.shape)[2:] == (4, 4) != tensor.shape[2:]:
+        a_3x3_going_into_a_4x4 = (tensor.dim() == 4 and tensor.shape[2:] == (3, 3)
+                                  and shapes.get(name, ())[2:] == (4, 4))
+        if a_3x3_going_into_a_4x4:
             tensor = transposed_kernel(tensor)
         weights[name] = tensor
     with torch.no_grad():

@@ -10,7 +10,7 @@ from torch.nn.functional import fold, unfold
 
 from .module import Module, check_bool, check_grad, check_input, integer, pair
 from .rows import (convolve_patches, convolve_patches_backward, convolve_rows,
-                   convolve_rows_backward, is_patchwise)
+                   convolve_rows_backward, is_patchwise, rows_layout, spread_gradient)
 
 
 def output_length(size, kernel, stride, padding, dilation):
@@ -157,9 +157,10 @@ class Conv2d(Module):
             input_grad, weight_grad = convolve_patches_backward(grad, self.rows, self.weight,
                                                                 self.input.shape)
         else:
-            input_grad, weight_grad = convolve_rows_backward(grad, self.rows, self.weight,
-                                                             self.input.shape, self.padding,
-                                                             self.dilation)
+            layout = rows_layout(self.input.shape, self.kernel_size, self.padding,
+                                 self.dilation)
+            input_grad, weight_grad = convolve_rows_backward(spread_gradient(grad, layout),
+                                                             self.rows, self.weight, layout)
         self.weight_grad += weight_grad
         return input_grad
 
@@ -321,8 +322,8 @@ def upsample_convolve_backward(grad, rows, kernels, weight_shape, input_shape):
     gradient back to 3x3."""
     phases = split_phases(grad)                                # (N, 4O, H+1, W+1), channels-last
     spread = phases.permute(0, 2, 3, 1).reshape(-1, phases.shape[1])     # a view, no copy
-    input_grad, kernel_grad = convolve_rows_backward(None, rows, kernels, input_shape, (1, 1),
-                                                     (1, 1), spread=spread)
+    layout = rows_layout(input_shape, (2, 2), (1, 1), (1, 1))
+    input_grad, kernel_grad = convolve_rows_backward(spread, rows, kernels, layout)
     return input_grad, expand_kernel_grad(kernel_grad, weight_shape)
 
 

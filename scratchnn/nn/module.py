@@ -224,24 +224,39 @@ class Sequential(Module):
         return "Sequential(\n" + "\n".join(lines) + "\n)"
 
 
-def check_module(module, container):
-    if not isinstance(module, Module):
-        raise ValueError(f"{container}: expected a Module, got {type(module).__name__}")
-    return module
+class Fork(Module):
+    """A container of one ``module`` whose input also goes *around* it: Concat and Residual.
 
-
-class Concat(Module):
-    """A skip connection: ``cat([x, module(x)], dim=1)``, the input's channels first.
-
-    The input is used twice, directly and through ``module``: a fork. By the chain rule its
-    gradient is the *sum* of what comes back along both paths: the first C channels of the
-    output gradient, plus ``module.backward`` of the rest. Adding at forks is the one thing a
-    general computation graph does beyond ``Sequential``; nesting ``Concat`` inside
-    ``Sequential`` inside ``Concat`` builds a U-Net without one (chapter 9).
+    The input is used twice, directly and through ``module``. By the chain rule its gradient is
+    the *sum* of what comes back along both paths. Adding at forks is the one thing a general
+    computation graph does beyond ``Sequential``; nesting forks inside ``Sequential`` inside
+    forks builds a U-Net without one (chapter 9).
     """
 
     def __init__(self, module):
-        self.module = check_module(module, "Concat")
+        if not isinstance(module, Module):
+            raise ValueError(f"{type(self).__name__}: expected a Module, "
+                             f"got {type(module).__name__}")
+        self.module = module
+
+    def named_param(self):
+        return [(f"module.{name}", parameter, gradient)
+                for name, parameter, gradient in self.module.named_param()]
+
+    def __repr__(self):
+        inner = repr(self.module).replace("\n", "\n  ")
+        return f"{type(self).__name__}(\n  {inner}\n)"
+
+
+class Concat(Fork):
+    """A skip connection: ``cat([x, module(x)], dim=1)``, the input's channels first.
+
+    The input's gradient is the first C channels of the output gradient, plus
+    ``module.backward`` of the rest: the two paths add at the fork.
+    """
+
+    def __init__(self, module):
+        super().__init__(module)
         self.channels = None
 
     def forward(self, x):
@@ -259,24 +274,16 @@ class Concat(Module):
         direct, through = grad[:, :self.channels], grad[:, self.channels:]
         return direct + self.module.backward(through)          # the two paths add at the fork
 
-    def named_param(self):
-        return [(f"module.{name}", parameter, gradient)
-                for name, parameter, gradient in self.module.named_param()]
 
-    def __repr__(self):
-        inner = repr(self.module).replace("\n", "\n  ")
-        return f"Concat(\n  {inner}\n)"
-
-
-class Residual(Module):
+class Residual(Fork):
     """``x + module(x)``: the module learns a correction to its input (He et al., 2016).
 
-    As in ``Concat``, the input forks, so its gradient is the sum of both paths:
-    ``grad + module.backward(grad)``; the first term is why gradients reach early layers intact.
+    The input's gradient is the sum of both paths, ``grad + module.backward(grad)``; the first
+    term is why gradients reach early layers intact.
     """
 
     def __init__(self, module):
-        self.module = check_module(module, "Residual")
+        super().__init__(module)
         self.shape = None
 
     def forward(self, x):
@@ -292,11 +299,3 @@ class Residual(Module):
         if self.shape is None:
             raise RuntimeError("Residual.backward called before forward")
         return grad + self.module.backward(grad)
-
-    def named_param(self):
-        return [(f"module.{name}", parameter, gradient)
-                for name, parameter, gradient in self.module.named_param()]
-
-    def __repr__(self):
-        inner = repr(self.module).replace("\n", "\n  ")
-        return f"Residual(\n  {inner}\n)"

@@ -114,17 +114,14 @@ def spread_gradient(grad, layout):
     return spread
 
 
-def convolve_rows_backward(grad, rows, weight, input_shape, padding, dilation, spread=None):
+def convolve_rows_backward(spread, rows, weight, layout):
     """Gradients of ``convolve_rows`` with respect to its input and its weight (not the bias).
 
-    The output gradient is spread into the same layout (``spread_gradient``; a caller that has
-    already done so passes ``spread`` instead of ``grad``). Then, for each tap t at offset s:
+    ``spread`` is the output gradient in the layout of the computed positions (usually
+    ``spread_gradient(grad, layout)``). Then, for each tap t at offset s:
     d tap_t = rows[s : s + m]^T @ grad_rows and d rows[s : s + m] += grad_rows @ tap_t^T.
     """
     o, c, kh, kw = weight.shape
-    layout = rows_layout(input_shape, (kh, kw), padding, dilation)
-    if spread is None:
-        spread = spread_gradient(grad, layout)
     grad_rows = spread[:layout.computed]
     taps = weight.permute(2, 3, 1, 0).reshape(kh * kw, c, o)
     weight_grad = weight.new_empty(kh * kw, o, c)
