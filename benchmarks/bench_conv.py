@@ -16,9 +16,14 @@ and prints the median milliseconds, the ratios scratchnn / torch.nn and unfold /
 the achieved GFLOP/s (2 * multiply-adds of the three products: output, input gradient, weight
 gradient) next to the peak of one large float32 matrix product measured in the same process.
 
+With ``--forms`` it also times each of the three forms of the shifted rows (``rows.rows_form``:
+one product per tap, the wide product, the gathered taps), each forced in turn, at every shape
+that runs on shifted rows: the measurements behind the thresholds that choose between them.
+
 Usage (from the repository root)::
 
     python benchmarks/bench_conv.py [--device cuda] [--threads 2] [--json results.json]
+    python benchmarks/bench_conv.py --forms --json benchmarks/results/conv_forms_cpu.json
     python benchmarks/bench_conv.py --quick          # two small shapes, a smoke test
 """
 import argparse
@@ -35,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_step import Timer, chosen_device, machine  # noqa: E402
 
 from scratchnn import Conv2d  # noqa: E402
+from scratchnn.nn import rows  # noqa: E402
 
 # (batch, in_channels, out_channels, size): the 3x3 convolutions of the U-Net of chapter 9 (48
 # channels, 32x32 crops, batch 32), plus its first and last layers.
@@ -62,7 +68,17 @@ def step_flops(batch, in_channels, out_channels, size):
     return 3 * 2 * batch * size * size * 9 * in_channels * out_channels
 
 
-def time_shape(shape, device, timer, rounds, warmup):
+def form_name(module, shape):
+    """The form the package runs: "unfold", "patches", or "shifted rows (<rows form>)"."""
+    form = module.fast_form() or "unfold"
+    if form == "shifted rows":
+        batch, c, o, size = shape
+        layout = rows.rows_layout((batch, c, size, size), (3, 3), (1, 1), (1, 1))
+        form += f" ({rows.rows_form(c, o, layout)})"
+    return form
+
+
+def time_shape(shape, device, timer, rounds, warmup, forms=False):
     batch, in_channels, out_channels, size = shape
     torch.manual_seed(0)
     fast = Conv2d(in_channels, out_channels, 3, padding=1).to(device=device)
@@ -89,8 +105,41 @@ def time_shape(shape, device, timer, rounds, warmup):
         x_leaf.grad = None
         reference(x_leaf).backward(grad)
 
+    def ours_in(form):
+        def run():
+            with rows.forced_form(form):
+                ours(fast)
+        return run
+
     contenders = {"scratchnn": lambda: ours(fast), "unfold": lambda: ours(plain),
                   "torch.nn": theirs}
+    medians = interleaved_medians(contenders, timer, rounds, warmup)
+    forced = {}
+    if forms and fast.fast_form() == "shifted rows":
+        # Each form in its own loop against torch.nn, so that a slow form cannot disturb the
+        # others (one that allocates a lot leaves the next contender to fault its memory in).
+        for form in rows.FORCING:
+            pair = interleaved_medians({form: ours_in(form), "torch.nn": theirs}, timer, rounds,
+                                       warmup)
+            forced[form], forced[f"torch.nn ({form} loop)"] = pair[form], pair["torch.nn"]
+    with torch.no_grad():
+        check = (fast.forward(x) - F.conv2d(x, fast.weight, fast.bias, padding=1)).abs().max()
+    flops = step_flops(*shape)
+    row = {"shape": list(shape), "form": form_name(fast, shape),
+           "median_ms": {name: 1000 * value for name, value in medians.items()},
+           "ratio": medians["scratchnn"] / medians["torch.nn"],
+           "ratio_unfold": medians["unfold"] / medians["torch.nn"],
+           "gflops": {name: flops / value / 1e9 for name, value in medians.items()},
+           "max_forward_difference": check.item()}
+    if forced:
+        row["forced_ms"] = {name: 1000 * value for name, value in forced.items()}
+        row["forced_ratio"] = {form: forced[form] / forced[f"torch.nn ({form} loop)"]
+                               for form in rows.FORCING}
+    return row
+
+
+def interleaved_medians(contenders, timer, rounds, warmup):
+    """Median seconds of each contender, run in turn round after round after warm-up rounds."""
     times = {name: [] for name in contenders}
     for index in range(warmup + rounds):
         for name, run in contenders.items():
@@ -98,16 +147,7 @@ def time_shape(shape, device, timer, rounds, warmup):
             run()
             if index >= warmup:
                 times[name].append(timer.now() - start)
-    with torch.no_grad():
-        check = (fast.forward(x) - F.conv2d(x, fast.weight, fast.bias, padding=1)).abs().max()
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    flops = step_flops(*shape)
-    return {"shape": list(shape), "form": fast.fast_form() or "unfold",
-            "median_ms": {name: 1000 * value for name, value in medians.items()},
-            "ratio": medians["scratchnn"] / medians["torch.nn"],
-            "ratio_unfold": medians["unfold"] / medians["torch.nn"],
-            "gflops": {name: flops / value / 1e9 for name, value in medians.items()},
-            "max_forward_difference": check.item()}
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main(argv=None):
@@ -117,6 +157,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="two small shapes (a smoke test)")
+    parser.add_argument("--forms", action="store_true",
+                        help="also time each form of the shifted rows, forced in turn")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args(argv)
     device = chosen_device(parser, args.device)
@@ -127,24 +169,28 @@ def main(argv=None):
     print(f"{info['cpu']}, {args.threads} threads, torch {info['torch']}, device {device.type}"
           + (f" ({info['gpu']})" if "gpu" in info else "")
           + f"; float32 matmul peak {peak:.0f} GFLOP/s")
-    print(f"{'batch, C -> O, size':<24}{'form':<14}{'scratchnn':>10}{'unfold':>9}{'torch':>8}"
+    print(f"{'batch, C -> O, size':<24}{'form':<25}{'scratchnn':>10}{'unfold':>9}{'torch':>8}"
           f"{'ratio':>8}{'unfold/torch':>14}{'GFLOP/s ours':>14}{'torch':>7}   (ms)")
-    rows = []
+    results = []
     for shape in QUICK_SHAPES if args.quick else UNET_SHAPES:
         row = time_shape(shape, device, timer, 2 if args.quick else args.rounds,
-                         1 if args.quick else args.warmup)
-        rows.append(row)
+                         1 if args.quick else args.warmup, forms=args.forms)
+        results.append(row)
         ms, gflops = row["median_ms"], row["gflops"]
         batch, c, o, size = shape
-        print(f"{f'{batch}, {c} -> {o}, {size}x{size}':<24}{row['form']:<14}"
+        print(f"{f'{batch}, {c} -> {o}, {size}x{size}':<24}{row['form']:<25}"
               f"{ms['scratchnn']:>10.1f}{ms['unfold']:>9.1f}{ms['torch.nn']:>8.1f}"
               f"{row['ratio']:>8.2f}{row['ratio_unfold']:>14.2f}"
               f"{gflops['scratchnn']:>14.0f}{gflops['torch.nn']:>7.0f}")
+        if "forced_ms" in row:
+            print(" " * 24 + "forced, ms (ratio to torch.nn in its loop): " + ", ".join(
+                f"{form} {row['forced_ms'][form]:.1f} ({row['forced_ratio'][form]:.2f})"
+                for form in rows.FORCING))
     info["load_average_at_end"] = __import__("os").getloadavg()[0]
     if args.json:
         record = {"what": __doc__.split("\n")[0], "machine": info, "matmul_peak_gflops": peak,
                   "date": datetime.datetime.now().isoformat(timespec="seconds"),
-                  "rounds": args.rounds, "warmup": args.warmup, "rows": rows}
+                  "rounds": args.rounds, "warmup": args.warmup, "rows": results}
         Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
         print(f"written to {args.json}")
 

@@ -27,10 +27,12 @@ Usage (from the repository root)::
 ``--json`` adds (or replaces) the run called ``--label`` in that file, keeping the other runs, so
 one file holds the "before" and "after" measurements and every step in between.
 
-On a machine that other programs are also using, run with ``OMP_WAIT_POLICY=PASSIVE``: with the
-default (spinning) policy, an OpenMP thread that waits can lose a whole scheduler time slice at
-every parallel operation, and the step times then swing by several times from one round to the
-next.
+Run it on an otherwise idle machine. When other programs share the cores, an OpenMP thread
+that spins while it waits (the default policy) can lose a whole scheduler time slice at every
+parallel operation, and the step times swing by several times from one round to the next;
+``OMP_WAIT_POLICY=PASSIVE`` steadies them, but then every parallel operation has to wake a
+sleeping thread, which costs most the framework with more, smaller operations (chapter 8 shows
+both). The machine's load average and the policy are stored with every run.
 """
 import argparse
 import datetime
@@ -297,10 +299,11 @@ def main():
           + (f" ({info['gpu']})" if "gpu" in info else ""))
     if (device.type == "cpu" and info["load_average_at_start"] > 1
             and info["OMP_WAIT_POLICY"] != "PASSIVE"):
-        print(f"warning: load average {info['load_average_at_start']:.1f}: "
-              "other programs are using the CPU. OpenMP threads that spin while waiting then "
-              "lose whole time slices at every operation, which hurts the framework with more, "
-              "smaller operations most; for steadier numbers run with OMP_WAIT_POLICY=PASSIVE")
+        print(f"warning: load average {info['load_average_at_start']:.1f}: other programs "
+              "may be using the CPU. OpenMP threads that spin while waiting then lose whole time "
+              "slices at every operation, which hurts the framework with more, smaller "
+              "operations most; stop them, or run with OMP_WAIT_POLICY=PASSIVE (steadier, but "
+              "slower for small operations)")
 
     print(f"same network: outputs agree to {check_same_function(device):.1e}")
     for batch in args.batches:

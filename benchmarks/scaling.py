@@ -12,7 +12,7 @@ A step is zero_grad, forward, MSE, backward, Adam step, on 32x32 crops; the two 
 alternate step by step after warm-up, and the ratio is that of the medians. FLOPs count the
 multiply-adds of every convolution's three products (the torch twin skips the network input's
 gradient; scratchnn computes it, so the count is scratchnn's). Peak memory is measured in a
-fresh subprocess per case: on a CPU the growth of the process's peak resident memory (ru_maxrss)
+fresh subprocess per case: on a CPU the growth of the process's peak resident memory (VmHWM)
 over three steps, on a GPU ``torch.cuda.max_memory_allocated``.
 
 Usage (from the repository root)::
@@ -128,6 +128,18 @@ def peak_memory(kind, batch, framework, device, threads):
     return float(result.stdout.strip().splitlines()[-1])
 
 
+def peak_resident_bytes():
+    """The process's peak resident memory. On Linux, VmHWM of /proc/self/status: ``ru_maxrss``
+    also remembers the peak of the parent process before ``exec``, which hid every growth."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def measure_memory(kind, batch, framework, device_type, threads):
     """Run in a subprocess by ``peak_memory``: build everything, then measure three steps."""
     torch.set_num_threads(threads)
@@ -143,7 +155,7 @@ def measure_memory(kind, batch, framework, device_type, threads):
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     else:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        before = peak_resident_bytes()
     for _ in range(3):
         optimizer.zero_grad()
         if framework == "scratchnn":
@@ -157,7 +169,7 @@ def measure_memory(kind, batch, framework, device_type, threads):
         torch.cuda.synchronize()
         after = torch.cuda.max_memory_allocated()
     else:
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        after = peak_resident_bytes()
     return (after - before) / 2 ** 20
 
 

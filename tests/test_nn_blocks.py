@@ -115,7 +115,7 @@ def test_maxpool_bad_inputs():
 # LeakyReLU
 # --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("slope", [0.01, 0.1, 0.0, 1.0, -0.5])
+@pytest.mark.parametrize("slope", [0.01, 0.1, 0.0, 1.0, -0.5, 2.5])
 def test_leaky_relu_matches_autograd(slope):
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(3, 4, 5, generator=generator, dtype=torch.float64)

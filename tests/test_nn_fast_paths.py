@@ -22,9 +22,19 @@ from scratchnn import Conv2d, NearestUpsampling, Sequential, Upsampling
 from scratchnn.gradcheck import max_error
 from scratchnn.nn.conv import (SHIFTED_ROWS_MIN_CHANNELS, collapse_kernel, expand_kernel_grad,
                                interleave_phases, split_phases)
+from scratchnn.nn import rows
 from scratchnn.nn.rows import rows_layout, to_rows
 
 FLOAT64_TOL = 1e-9
+
+# Each shifted-rows convolution runs in one of three forms (``rows.rows_form``): one product per
+# tap, the wide product for few output channels, the gathered taps for small maps. The tests
+# force each in turn.
+@pytest.fixture(params=list(rows.FORCING))
+def rows_form(request):
+    """Run every shifted-rows convolution of the test in one form."""
+    with rows.forced_form(request.param):
+        yield request.param
 
 
 pytestmark = pytest.mark.usefixtures("no_autograd")
@@ -101,7 +111,7 @@ def case_id(case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_fused_upsampling_matches_plain_path_and_autograd(case):
+def test_fused_upsampling_matches_plain_path_and_autograd(case, rows_form):
     errors = run_fused_and_references(*case, seed=1)
     worst = max(errors, key=errors.get)
     assert errors[worst] <= FLOAT64_TOL, f"{worst}: {errors[worst]:.3e}"
@@ -110,7 +120,7 @@ def test_fused_upsampling_matches_plain_path_and_autograd(case):
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**31 - 1))
-def test_fused_upsampling_random_configs(seed):
+def test_fused_upsampling_random_configs(rows_form, seed):
     rng = random.Random(seed)
     case = (rng.randint(1, 12), rng.randint(1, 6), rng.randint(1, 3), rng.randint(1, 9),
             rng.randint(1, 9), rng.random() < 0.7)
@@ -178,7 +188,11 @@ def test_split_phases_is_the_transpose_of_interleave_phases():
     phases = torch.randn(2, 4 * 3, 5, 4, generator=generator, dtype=torch.float64)   # H=4, W=3
     grad = torch.randn(2, 3, 8, 6, generator=generator, dtype=torch.float64)
     left = (interleave_phases(phases) * grad).sum()
-    right = (phases * split_phases(grad)).sum()
+    # The destination is a channels-last view full of NaN: every entry must be written.
+    destination = phases.new_full((2, 5, 4, 12), float("nan")).permute(0, 3, 1, 2)
+    split = split_phases(grad, destination)
+    assert split is destination and not split.isnan().any()
+    right = (phases * split).sum()
     assert abs(left - right).item() <= 1e-12
 
 
@@ -228,7 +242,7 @@ ROWS_CASES = [
 
 
 @pytest.mark.parametrize("case", ROWS_CASES, ids=str)
-def test_shifted_rows_conv_matches_unfold_path_and_autograd(case):
+def test_shifted_rows_conv_matches_unfold_path_and_autograd(case, rows_form):
     *arguments, batch, height, width, bias = case
     fast, plain = conv_pair(*arguments, bias, seed=7)
     assert fast.fast_form() in ("shifted rows", "patches") and plain.fast_form() is None
@@ -250,6 +264,40 @@ def test_shifted_rows_conv_matches_unfold_path_and_autograd(case):
     assert max_error(fast.weight_grad, w_ref.grad) <= FLOAT64_TOL
     if bias:
         assert max_error(fast.bias_grad, plain.bias_grad) <= FLOAT64_TOL
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(channels=st.integers(1, 6), out_channels=st.integers(1, 6), kernel=st.tuples(
+       st.integers(1, 4), st.integers(1, 4)), padding=st.tuples(st.integers(0, 3),
+       st.integers(0, 3)), dilation=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       batch=st.integers(1, 3), height=st.integers(1, 8), width=st.integers(1, 8),
+       bias=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_convolve_rows_matches_autograd_for_random_shapes(rows_form, channels, out_channels,
+                                                          kernel, padding, dilation, batch,
+                                                          height, width, bias, seed):
+    """``convolve_rows`` and its backward, in both forms, against autograd in float64: any
+    kernel, padding and dilation (stride 1), including padding wider than the kernel reaches."""
+    reach = [d * (k - 1) for d, k in zip(dilation, kernel)]
+    if height + 2 * padding[0] <= reach[0] or width + 2 * padding[1] <= reach[1]:
+        return
+    generator = torch.Generator().manual_seed(seed)
+    options = dict(generator=generator, dtype=torch.float64)
+    x = torch.randn(batch, channels, height, width, **options)
+    weight = torch.randn(out_channels, channels, *kernel, **options)
+    b = torch.randn(out_channels, **options) if bias else None
+    out, buffer = rows.convolve_rows(x, weight, b, padding, dilation)
+    grad = torch.randn(out.shape, **options)
+    layout = rows_layout(x.shape, kernel, padding, dilation)
+    input_grad, weight_grad = rows.convolve_rows_backward(rows.spread_gradient(grad, layout),
+                                                          buffer, weight, layout)
+    with torch.enable_grad():
+        x_ref, w_ref = x.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+        out_ref = F.conv2d(x_ref, w_ref, b, padding=padding, dilation=dilation)
+        out_ref.backward(grad)
+    assert max_error(out, out_ref) <= FLOAT64_TOL
+    assert max_error(input_grad, x_ref.grad) <= FLOAT64_TOL
+    assert max_error(weight_grad, w_ref.grad) <= FLOAT64_TOL
 
 
 def test_fast_forms_only_where_they_are_fast_and_valid():
@@ -278,11 +326,13 @@ def test_rows_layout_reaches_every_tap_and_no_other_pixel(height, width, kernel,
     x = torch.arange(1, batch * height * width + 1, dtype=torch.float64)
     x = x.reshape(batch, 1, height, width)
     rows = to_rows(x, layout)[:, 0]
+    # The buffer starts empty: every row that is not a pixel must have been set to zero.
+    assert rows.shape == (layout.total,) and (rows != 0).sum() == x.numel()
     for n in range(batch):
         for y in range(layout.out_height):
             for x_out in range(layout.out_width):
                 base = n * layout.image_size + y * layout.row_width + x_out
-                assert base < layout.computed
+                assert base < layout.positions
                 for t, offset in enumerate(layout.offsets):
                     i, j = divmod(t, kernel)
                     row, col = y - padding + i * dilation, x_out - padding + j * dilation

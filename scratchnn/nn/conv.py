@@ -10,7 +10,8 @@ from torch.nn.functional import fold, unfold
 
 from .module import Module, check_bool, check_grad, check_input, integer, pair
 from .rows import (convolve_patches, convolve_patches_backward, convolve_rows,
-                   convolve_rows_backward, is_patchwise, rows_layout, spread_gradient)
+                   convolve_rows_backward, is_patchwise, padded_rows, rows_layout,
+                   spread_gradient)
 
 
 def output_length(size, kernel, stride, padding, dilation):
@@ -290,18 +291,22 @@ def interleave_phases(phases):
     return out.reshape(n, 2 * height, 2 * width, -1).permute(0, 3, 1, 2)
 
 
-def split_phases(grad):
-    """The transpose of ``interleave_phases``: (N, O, 2H, 2W) -> (N, 4O, H+1, W+1).
+def split_phases(grad, phases):
+    """The transpose of ``interleave_phases``: (N, O, 2H, 2W) -> ``phases`` (N, 4O, H+1, W+1).
 
-    Each phase is placed in zeros where its window does not reach. The result lies channels-last
-    in memory, (N, H+1, W+1, 4O): the layout in which ``convolve_rows_backward`` reads it.
+    Phase (a, b) fills the windows from (a, b) on; the one window row and column it does not
+    reach (the last for a = 0, the first for a = 1) are zero. ``phases`` is a view to fill
+    (``upsample_convolve_backward`` passes the pixels of the rows buffer that
+    ``convolve_rows_backward`` reads, so the phases are written where they are needed).
     """
     n, o, height, width = grad.shape[0], grad.shape[1], grad.shape[2] // 2, grad.shape[3] // 2
-    phases = grad.new_zeros(n, height + 1, width + 1, 4, o)
+    split = phases.permute(0, 2, 3, 1).unflatten(3, (4, o))            # (N, H+1, W+1, 4, O)
     blocks = grad.permute(0, 2, 3, 1).reshape(n, height, 2, width, 2, o)
     for k, (a, b) in enumerate(PHASES):
-        phases[:, a:a + height, b:b + width, k] = blocks[:, :, a, :, b]
-    return phases.reshape(n, height + 1, width + 1, 4 * o).permute(0, 3, 1, 2)
+        split[:, a:a + height, b:b + width, k] = blocks[:, :, a, :, b]
+        split[:, (1 - a) * height, :, k] = 0                 # the window row it does not reach
+        split[:, :, (1 - b) * width, k] = 0                  # and the column
+    return phases
 
 
 def upsample_convolve(x, kernels):
@@ -320,9 +325,10 @@ def upsample_convolve_backward(grad, rows, kernels, weight_shape, input_shape):
     """Gradients of ``upsample_convolve`` with respect to its input and its 3x3 weight: split the
     output gradient into its four phases, run the 2x2 convolution's backward, expand the kernel
     gradient back to 3x3."""
-    phases = split_phases(grad)                                # (N, 4O, H+1, W+1), channels-last
-    spread = phases.permute(0, 2, 3, 1).reshape(-1, phases.shape[1])     # a view, no copy
     layout = rows_layout(input_shape, (2, 2), (1, 1), (1, 1))
+    spread, phases = padded_rows(layout, kernels.shape[0], layout.tail, layout.out_height,
+                                 layout.out_width, grad)
+    split_phases(grad, phases)                        # written straight into the rows buffer
     input_grad, kernel_grad = convolve_rows_backward(spread, rows, kernels, layout)
     return input_grad, expand_kernel_grad(kernel_grad, weight_shape)
 

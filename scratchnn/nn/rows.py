@@ -7,14 +7,28 @@ row ``r`` of the flat (R, C) buffer is one pixel. A pixel's neighbour (i, j) pix
 then always ``i * row_width + j`` rows further in the buffer, so the input under kernel tap
 (i, j), for *every* output pixel at once, is one contiguous slice of rows. The convolution is a
 sum of kh*kw matrix products, (rows slice) @ (C, O) tap matrix, and each backward pass is the
-same kind of sum: no ``unfold`` copy nine times the size of the input is ever made.
+same kind of sum: no ``unfold`` copy nine times the size of the input is needed.
 
 To keep the zero rows few, neighbouring images and neighbouring pixel rows share their padding:
 the zero columns at the end of one pixel row are also the zero columns before the next, and the
 zero rows under one image are those above the next. A slice also covers positions that are not
 output pixels (inside the padding); those results are computed and then ignored.
+
+The same products can be grouped three ways (``rows_form``): one per tap; for few output
+channels (the denoiser's last layer, 3 colours), where each would be a thin sliver that runs
+slowly, one *wide* product with all the taps side by side and then shifted sums; and for small
+maps, where many positions lie in the padding, the taps of each output pixel *gathered* into one
+row (an unfold, on rows, while it is small) and one product.
 """
+import contextlib
+import math
 from dataclasses import dataclass
+
+import torch
+
+WIDE_MAX_OUT_CHANNELS = 12        # measured in benchmarks/bench_conv.py --forms (chapter 8)
+GATHER_MAX_ENTRIES = 2 ** 19      # also measured there
+LONG_SUM_MIN_ROWS = 4096          # see long_sum_product
 
 
 @dataclass(frozen=True)
@@ -23,8 +37,9 @@ class RowsLayout:
 
     ``row_width`` pixels per stored image row (W plus the shared zero columns), ``image_rows``
     rows per image (H plus the shared zero rows), ``lead`` zero pixels before the first image.
-    The output pixel (n, y, x) is computed at index ``n * image_size + y * row_width + x`` and
-    reads tap (i, j) at that index plus ``offsets[i * kw + j]``.
+    The output pixel (n, y, x) is computed at position ``n * image_size + y * row_width + x``
+    and reads tap (i, j) of the ``kernel`` at row ``position + offsets[i * kw + j]`` of the
+    buffer, where ``offsets[i * kw + j] = i * steps[0] + j * steps[1]``.
     """
     batch: int
     height: int
@@ -34,6 +49,8 @@ class RowsLayout:
     image_rows: int
     row_width: int
     lead: int
+    kernel: tuple
+    steps: tuple
     offsets: tuple
 
     @property
@@ -41,14 +58,20 @@ class RowsLayout:
         return self.image_rows * self.row_width
 
     @property
-    def total(self):
-        """Length of the input buffer: the lead, then every image with its shared padding."""
-        return self.lead + self.batch * self.image_size
+    def positions(self):
+        """How many positions each tap's product computes: every output pixel is among them."""
+        return self.batch * self.image_size
 
     @property
-    def computed(self):
-        """How many outputs each tap's product computes: every output pixel is among them."""
-        return min(self.batch * self.image_size, self.total - self.offsets[-1])
+    def tail(self):
+        """Zero rows after the last image, so that the last position's last tap is in the buffer
+        (usually ``lead + tail`` is the largest offset; none when the padding reaches further)."""
+        return max(0, self.offsets[-1] - self.lead)
+
+    @property
+    def total(self):
+        """Length of the buffer: the lead, every image with its shared padding, the tail."""
+        return self.lead + self.positions + self.tail
 
 
 def rows_layout(input_shape, kernel_size, padding, dilation):
@@ -63,17 +86,38 @@ def rows_layout(input_shape, kernel_size, padding, dilation):
     reach_h, reach_w = dh * (kh - 1), dw * (kw - 1)
     row_width = width + max(pw, 2 * pw - reach_w)
     image_rows = height + max(ph, 2 * ph - reach_h)
-    offsets = tuple(i * dh * row_width + j * dw for i in range(kh) for j in range(kw))
+    steps = (dh * row_width, dw)
+    offsets = tuple(i * steps[0] + j * steps[1] for i in range(kh) for j in range(kw))
     return RowsLayout(n, height, width, height + 2 * ph - reach_h, width + 2 * pw - reach_w,
-                      image_rows, row_width, ph * row_width + pw, offsets)
+                      image_rows, row_width, ph * row_width + pw, (kh, kw), steps, offsets)
+
+
+def images_of(buffer, start, layout, height, width):
+    """The pixels of a rows buffer whose first image starts at row ``start``: the (N, C, height,
+    width) view of the top-left height x width pixels of every stored image (no copy)."""
+    images = buffer[start:start + layout.positions]
+    images = images.view(layout.batch, layout.image_rows, layout.row_width, buffer.shape[1])
+    return images[:, :height, :width].permute(0, 3, 1, 2)
+
+
+def padded_rows(layout, channels, start, height, width, like):
+    """An empty (total, channels) buffer whose rows hold zeros everywhere except the
+    height x width pixels of every image stored from row ``start``; those are returned as a
+    view to fill. Zeroing only the padding saves a pass over the whole buffer."""
+    buffer = like.new_empty(layout.total, channels)
+    buffer[:start].zero_()
+    buffer[start + layout.positions:].zero_()
+    images = buffer[start:start + layout.positions]
+    images = images.view(layout.batch, layout.image_rows, layout.row_width, channels)
+    images[:, height:].zero_()                    # the zero rows shared under each image
+    images[:, :height, width:].zero_()            # the zero columns shared after each pixel row
+    return buffer, images[:, :height, :width].permute(0, 3, 1, 2)
 
 
 def to_rows(x, layout):
     """(N, C, H, W) -> the (total, C) channels-last buffer, zeros in the shared padding."""
-    n, c, height, width = x.shape
-    rows = x.new_zeros(layout.total, c)
-    images = rows[layout.lead:].view(n, layout.image_rows, layout.row_width, c)
-    images[:, :height, :width] = x.permute(0, 2, 3, 1)
+    rows, pixels = padded_rows(layout, x.shape[1], layout.lead, layout.height, layout.width, x)
+    pixels.copy_(x)
     return rows
 
 
@@ -82,57 +126,230 @@ def output_pixels(out, layout):
 
     The view keeps the channels-last memory; the next block's ``to_rows`` copies it quickly.
     """
-    images = out.view(layout.batch, layout.image_rows, layout.row_width, out.shape[1])
-    return images[:, :layout.out_height, :layout.out_width].permute(0, 3, 1, 2)
+    return images_of(out, 0, layout, layout.out_height, layout.out_width)
+
+
+def stacked_taps(weight):
+    """The weight (O, C, kh, kw) as kh*kw tap matrices (C, O), stacked: (kh*kw, C, O).
+
+    Copied to contiguous memory once here: a tap that is a strided view of the weight would be
+    copied again by every matrix product that uses it.
+    """
+    o, c, kh, kw = weight.shape
+    return weight.permute(2, 3, 1, 0).reshape(kh * kw, c, o).contiguous()
 
 
 def convolve_rows(x, weight, bias, padding, dilation):
-    """Stride-1 cross-correlation of ``x`` with ``weight`` plus ``bias``; also return the rows.
+    """Stride-1 cross-correlation of ``x`` with ``weight`` plus ``bias``.
 
-    out[r] = bias + sum over taps t of rows[r + offsets[t]] @ tap_t, one ``addmm_`` per tap.
+    out[r] = bias + sum over taps t of rows[r + offsets[t]] @ tap_t, in the form ``rows_form``
+    chooses. Returns the output and what the backward pass needs: the rows, or in the gathered
+    form the gathered taps (its weight gradient is one product with them).
     """
     o, c, kh, kw = weight.shape
     layout = rows_layout(x.shape, (kh, kw), padding, dilation)
     rows = to_rows(x, layout)
-    taps = weight.permute(2, 3, 1, 0).reshape(kh * kw, c, o)              # tap t is (C, O)
-    out = x.new_empty(layout.batch * layout.image_size, o)
-    computed = out[:layout.computed]
-    if bias is None:
-        computed.zero_()
+    taps = stacked_taps(weight)
+    form = rows_form(c, o, layout)
+    if form == "wide":
+        out, saved = wide_forward(rows, taps, bias, layout), rows
+    elif form == "gathered":
+        saved = gather_taps(rows, layout)
+        out = gathered_forward(saved, taps, bias)         # one row per output pixel, (N*L, O)
+        out = out.view(layout.batch, layout.out_height, layout.out_width, o)
+        return out.permute(0, 3, 1, 2), saved
     else:
-        computed[:] = bias
-    for tap, offset in zip(taps, layout.offsets):
-        computed.addmm_(rows[offset:offset + layout.computed], tap)
-    return output_pixels(out, layout), rows
+        out, saved = taps_forward(rows, taps, bias, layout), rows
+    return output_pixels(out, layout), saved
+
+
+def rows_form(in_channels, out_channels, layout):
+    """Which of three ways to organise the products is fastest (all measured, chapter 8):
+
+    * ``"wide"`` for few output channels: one product with every tap side by side, then shifted
+      sums of its thin results;
+    * ``"gathered"`` for small maps: what the taps of each output pixel read, copied side by
+      side (the unfold of chapter 3, on rows), then one product; while the copy stays small,
+      one long product beats kh*kw short ones, and the positions that are not output pixels
+      (over half of them on a 4x4 map) are left out;
+    * ``"per tap"`` otherwise: one product per tap, on slices of the rows, with no copy at all.
+    """
+    if out_channels <= WIDE_MAX_OUT_CHANNELS:
+        return "wide"
+    pixels = layout.batch * layout.out_height * layout.out_width
+    if pixels * len(layout.offsets) * in_channels <= GATHER_MAX_ENTRIES:
+        return "gathered"
+    return "per tap"
+
+
+# The thresholds of ``rows_form`` that make it pick one form whatever the shape.
+FORCING = {"per tap": (0, 0), "wide": (10 ** 9, 0), "gathered": (0, 10 ** 15)}
+
+
+@contextlib.contextmanager
+def forced_form(form):
+    """Inside this block every shifted-rows convolution runs in ``form`` (for the tests, the
+    benchmarks and chapter 8, which compare the three forms on the same convolutions)."""
+    global WIDE_MAX_OUT_CHANNELS, GATHER_MAX_ENTRIES
+    saved = WIDE_MAX_OUT_CHANNELS, GATHER_MAX_ENTRIES
+    WIDE_MAX_OUT_CHANNELS, GATHER_MAX_ENTRIES = FORCING[form]
+    try:
+        yield
+    finally:
+        WIDE_MAX_OUT_CHANNELS, GATHER_MAX_ENTRIES = saved
+
+
+def taps_forward(rows, taps, bias, layout):
+    """One ``addmm_`` per tap into the (positions, O) output; the first product brings the bias."""
+    m, offsets = layout.positions, layout.offsets
+    first = rows[offsets[0]:offsets[0] + m]
+    out = first.matmul(taps[0]) if bias is None else bias.addmm(first, taps[0])
+    for tap, offset in zip(taps[1:], offsets[1:]):
+        out.addmm_(rows[offset:offset + m], tap)
+    return out
+
+
+def wide_forward(rows, taps, bias, layout):
+    """All taps in one product, rows @ [tap_0 ... tap_k] (total, k*O); then output position r
+    adds up tap t's columns of row r + offsets[t]: thin shifted sums instead of thin products."""
+    m, o = layout.positions, taps.shape[2]
+    every_tap = rows.matmul(taps.permute(1, 0, 2).reshape(rows.shape[1], -1))
+    out = every_tap[layout.offsets[0]:layout.offsets[0] + m, :o].clone()
+    if bias is not None:
+        out += bias
+    for t, offset in enumerate(layout.offsets[1:], start=1):
+        out += every_tap[offset:offset + m, t * o:(t + 1) * o]
+    return out
+
+
+def gather_taps(rows, layout):
+    """The unfold of chapter 3, on rows: the (N*Ho*Wo, kh*kw*C) matrix whose row for output pixel
+    (n, y, x) holds, side by side, the kh*kw rows of the buffer that its taps read.
+
+    Those rows are evenly spaced in the buffer: the next image, stored row, pixel, kernel row or
+    kernel column is always the same number of rows further on. So the matrix is a strided view
+    of the buffer (``as_strided``, whose rows overlap: nothing is copied yet), and ``reshape``
+    copies it out in one pass.
+    """
+    c, (kh, kw), (down, across) = rows.shape[1], layout.kernel, layout.steps
+    sizes = (layout.batch, layout.out_height, layout.out_width, kh, kw, c)
+    strides = (layout.image_size * c, layout.row_width * c, c, down * c, across * c, 1)
+    view = rows.as_strided(sizes, strides, rows.storage_offset())
+    return view.reshape(-1, kh * kw * c)
+
+
+def scatter_taps(gathered, layout, channels):
+    """The transpose of ``gather_taps`` (chapter 4's fold, on rows): each tap's columns are added
+    back to the rows that the tap read, in a zero buffer as long as the input's."""
+    buffer = gathered.new_zeros(layout.total, channels)
+    per_tap = gathered.view(layout.batch, layout.out_height, layout.out_width, -1, channels)
+    for t, offset in enumerate(layout.offsets):
+        read = images_of(buffer, offset, layout, layout.out_height, layout.out_width)
+        read.add_(per_tap[:, :, :, t].permute(0, 3, 1, 2))
+    return buffer
+
+
+def gathered_forward(gathered, taps, bias):
+    """One product of the gathered taps with all the tap matrices stacked, (kh*kw*C, O)."""
+    matrix = taps.reshape(-1, taps.shape[2])
+    return gathered.matmul(matrix) if bias is None else bias.addmm(gathered, matrix)
 
 
 def spread_gradient(grad, layout):
-    """The output gradient (N, O, Ho, Wo) in the layout of the computed positions, with zeros at
-    the positions that are not output pixels, so that those add nothing in the backward pass."""
-    spread = grad.new_zeros(layout.batch * layout.image_size, grad.shape[1])
-    output_pixels(spread, layout)[:] = grad
+    """The output gradient (N, O, Ho, Wo) in the rows layout, ready for ``convolve_rows_backward``.
+
+    The gradient of position r lies at row ``tail + r``, with zeros at the positions that are not
+    output pixels and in ``tail`` rows before and ``lead`` rows after (so the buffer is as long as
+    the input's). Then the input row ``lead + p`` receives from tap t the gradient at row
+    ``tail + lead - offsets[t] + p``: the input gradient is a convolution of this buffer with the
+    taps in reverse order, chapter 4's full correlation with the flipped kernel.
+    """
+    spread, pixels = padded_rows(layout, grad.shape[1], layout.tail, layout.out_height,
+                                 layout.out_width, grad)
+    pixels.copy_(grad)
     return spread
 
 
-def convolve_rows_backward(spread, rows, weight, layout):
+def convolve_rows_backward(spread, saved, weight, layout):
     """Gradients of ``convolve_rows`` with respect to its input and its weight (not the bias).
 
-    ``spread`` is the output gradient in the layout of the computed positions (usually
-    ``spread_gradient(grad, layout)``). Then, for each tap t at offset s:
-    d tap_t = rows[s : s + m]^T @ grad_rows and d rows[s : s + m] += grad_rows @ tap_t^T.
+    ``spread`` is the output gradient laid out by ``spread_gradient``, ``saved`` what
+    ``convolve_rows`` returned with the output. For each tap t at offset s, with G the gradient
+    rows and G_t the slice that tap t sends back to the input rows:
+    d tap_t = rows[s : s + m]^T @ G and d input rows += G_t @ tap_t^T, organised in the same
+    form as the forward pass (``rows_form``).
     """
     o, c, kh, kw = weight.shape
-    grad_rows = spread[:layout.computed]
-    taps = weight.permute(2, 3, 1, 0).reshape(kh * kw, c, o)
-    weight_grad = weight.new_empty(kh * kw, o, c)
-    input_rows = rows.new_zeros(rows.shape)
-    for t, (tap, offset) in enumerate(zip(taps, layout.offsets)):
-        tap_rows = slice(offset, offset + layout.computed)
-        weight_grad[t] = grad_rows.t().matmul(rows[tap_rows])                # (O, C)
-        input_rows[tap_rows].addmm_(grad_rows, tap.t())
-    images = input_rows[layout.lead:].view(layout.batch, layout.image_rows, layout.row_width, c)
-    input_grad = images[:, :layout.height, :layout.width].permute(0, 3, 1, 2)
-    return input_grad, weight_grad.reshape(kh, kw, o, c).permute(2, 3, 0, 1)
+    taps = stacked_taps(weight)
+    form = rows_form(c, o, layout)
+    if form == "wide":
+        input_rows, tap_grads = wide_backward(spread, saved, taps, layout)
+    elif form == "gathered":
+        input_rows, tap_grads = gathered_backward(spread, saved, taps, layout)
+    else:
+        input_rows = input_rows_per_tap(spread, taps, layout)
+        grad_rows = spread[layout.tail:layout.tail + layout.positions]
+        tap_grads = torch.cat([long_sum_product(saved[s:s + layout.positions], grad_rows)
+                               for s in layout.offsets])
+    input_grad = images_of(input_rows, 0, layout, layout.height, layout.width)
+    return input_grad, tap_grads.reshape(kh, kw, c, o).permute(3, 2, 0, 1)
+
+
+def long_sum_product(left, right, parts=4):
+    """``left^T @ right`` for two matrices with the same, long, number of rows m.
+
+    This is the shape of every weight gradient: a small result summed over all positions. The
+    matrix library shares a product between threads by cutting its result into blocks, and a
+    small result leaves one thread with most of the work (measured on 2 threads: about 1.4x the
+    time of a forward product of the same size). So the sum over m is cut into ``parts`` equal
+    pieces (as many as divide m, up to 4), computed as one batched product, a piece per thread,
+    and the pieces' small results are added. Below ``LONG_SUM_MIN_ROWS`` rows the batching
+    costs more than it saves (measured), and one product runs.
+    """
+    m = left.shape[0]
+    parts = math.gcd(m, parts) if m >= LONG_SUM_MIN_ROWS else 1
+    if parts == 1:
+        return left.t().matmul(right)
+    pieces = left.reshape(parts, m // parts, -1).transpose(1, 2)
+    return pieces.bmm(right.reshape(parts, m // parts, -1)).sum(0)
+
+
+def sent_back(spread, layout, offset):
+    """The gradient that the tap at ``offset`` sends to the input rows lead ... lead + m - 1."""
+    start = layout.tail + layout.lead - offset
+    return spread[start:start + layout.positions]
+
+
+def input_rows_per_tap(spread, taps, layout):
+    """The input gradient, one product per tap: the slice that the tap sends back times its
+    matrix transposed. Row p of the result is the gradient of the input row lead + p."""
+    offsets = layout.offsets
+    input_rows = sent_back(spread, layout, offsets[0]).matmul(taps[0].t())
+    for tap, offset in zip(taps[1:], offsets[1:]):
+        input_rows.addmm_(sent_back(spread, layout, offset), tap.t())
+    return input_rows
+
+
+def wide_backward(spread, rows, taps, layout):
+    """The same two gradients for few output channels: the thin slices that every tap sends back
+    are placed side by side, (m, k*O), once; then each gradient is a single wide product."""
+    k, c, o = taps.shape
+    sent = torch.cat([sent_back(spread, layout, s) for s in layout.offsets], dim=1)
+    input_rows = sent.matmul(taps.permute(0, 2, 1).reshape(k * o, c))
+    pixels = rows[layout.lead:layout.lead + layout.positions]
+    tap_grads = long_sum_product(pixels, sent).reshape(c, k, o).transpose(0, 1)
+    return input_rows, tap_grads
+
+
+def gathered_backward(spread, gathered, taps, layout):
+    """The two gradients in the gathered form: one product each, on the output pixels only."""
+    k, c, o = taps.shape
+    pixels = images_of(spread, layout.tail, layout, layout.out_height, layout.out_width)
+    grad_rows = pixels.permute(0, 2, 3, 1).reshape(-1, o)            # (N*Ho*Wo, O), a copy
+    tap_grads = long_sum_product(gathered, grad_rows)                # (kh*kw*C, O)
+    sent = grad_rows.matmul(taps.reshape(k * c, o).t())              # d gathered
+    input_rows = scatter_taps(sent, layout, c)
+    return input_rows[layout.lead:layout.lead + layout.positions], tap_grads
 
 
 # Non-overlapping patches (kernel = stride, no padding, no dilation): the seed networks' 2x2
@@ -194,7 +411,7 @@ def convolve_patches_backward(grad, patches, weight, input_shape):
     """Input and weight gradients of ``convolve_patches``: chapter 4's two products, on rows."""
     o, c, kh, kw = weight.shape
     grad_rows = grad.permute(0, 2, 3, 1).reshape(-1, o)                     # (N*L, O)
-    weight_grad = patches.t().matmul(grad_rows)                             # (kh*kw*C, O)
+    weight_grad = long_sum_product(patches, grad_rows)                      # (kh*kw*C, O)
     weight_grad = weight_grad.reshape(kh, kw, c, o).permute(3, 2, 0, 1)
     input_grad = from_patches(grad_rows.matmul(patch_matrix(weight).t()), input_shape, (kh, kw))
     return input_grad, weight_grad

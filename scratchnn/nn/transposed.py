@@ -12,7 +12,7 @@ import torch
 from torch.nn.functional import fold, unfold
 
 from .module import Module, check_bool, check_grad, check_input, integer, pair
-from .rows import from_patches, is_patchwise, patch_matrix, to_patches
+from .rows import from_patches, is_patchwise, long_sum_product, patch_matrix, to_patches
 
 
 class ConvTranspose2d(Module):
@@ -96,7 +96,7 @@ class ConvTranspose2d(Module):
         if self.patchwise():
             blocks = to_patches(grad, self.kernel_size)                    # (N*H*W, kh*kw*O)
             rows = self.input.permute(0, 2, 3, 1).reshape(-1, c)
-            weight_grad = blocks.t().matmul(rows)                            # (kh*kw*O, C)
+            weight_grad = long_sum_product(blocks, rows)                     # (kh*kw*O, C)
             kh, kw = self.kernel_size
             self.weight_grad += weight_grad.reshape(kh, kw, self.out_channels, c).permute(
                 3, 2, 0, 1)
