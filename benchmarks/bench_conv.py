@@ -23,7 +23,7 @@ that runs on shifted rows: the measurements behind the thresholds that choose be
 Usage (from the repository root)::
 
     python benchmarks/bench_conv.py [--device cuda] [--threads 2] [--json results.json]
-    python benchmarks/bench_conv.py --forms --json benchmarks/results/conv_forms_cpu.json
+    python benchmarks/bench_conv.py --forms --rounds 15 --json benchmarks/results/conv_cpu.json
     python benchmarks/bench_conv.py --quick          # two small shapes, a smoke test
 """
 import argparse

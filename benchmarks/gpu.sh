@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 python -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU'; print(torch.cuda.get_device_name())"
 python benchmarks/bench_step.py --device cuda --batches 64 256 1024 \
     --json benchmarks/results/step_cuda.json --label cuda
-python benchmarks/bench_conv.py --device cuda --json benchmarks/results/conv_cuda.json
+python benchmarks/bench_conv.py --device cuda --forms --json benchmarks/results/conv_cuda.json
 python benchmarks/scaling.py --device cuda --threads 1 --batches 32 128 512 \
     --memory-batches 128 512 --json benchmarks/results/scaling_cuda.json

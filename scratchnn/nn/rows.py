@@ -171,7 +171,7 @@ def rows_form(in_channels, out_channels, layout):
     * ``"gathered"`` for small maps: what the taps of each output pixel read, copied side by
       side (the unfold of chapter 3, on rows), then one product; while the copy stays small,
       one long product beats kh*kw short ones, and the positions that are not output pixels
-      (over half of them on a 4x4 map) are left out;
+      (9 of 25 per image on a 4x4 map) are left out;
     * ``"per tap"`` otherwise: one product per tap, on slices of the rows, with no copy at all.
     """
     if out_channels <= WIDE_MAX_OUT_CHANNELS:
@@ -210,7 +210,7 @@ def taps_forward(rows, taps, bias, layout):
 
 
 def wide_forward(rows, taps, bias, layout):
-    """All taps in one product, rows @ [tap_0 ... tap_k] (total, k*O); then output position r
+    """All k taps in one product, rows @ [tap_0 ... tap_k-1] (total, k*O); then output position r
     adds up tap t's columns of row r + offsets[t]: thin shifted sums instead of thin products."""
     m, o = layout.positions, taps.shape[2]
     every_tap = rows.matmul(taps.permute(1, 0, 2).reshape(rows.shape[1], -1))
@@ -301,8 +301,8 @@ def long_sum_product(left, right, parts=4):
     This is the shape of every weight gradient: a small result summed over all positions. The
     matrix library shares a product between threads by cutting its result into blocks, and a
     small result leaves one thread with most of the work (measured on 2 threads: about 1.4x the
-    time of a forward product of the same size). So the sum over m is cut into ``parts`` equal
-    pieces (as many as divide m, up to 4), computed as one batched product, a piece per thread,
+    time of a forward product of the same size). So the sum over m is cut into gcd(m, parts)
+    equal pieces (4, 2 or 1 for parts = 4), computed as one batched product, a piece per thread,
     and the pieces' small results are added. Below ``LONG_SUM_MIN_ROWS`` rows the batching
     costs more than it saves (measured), and one product runs.
     """
