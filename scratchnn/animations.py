@@ -126,8 +126,14 @@ def label_axes(ax, row_labels, column_labels):
 
 
 def animate(fig, draw_frame, frames):
-    """The animation of ``draw_frame(0), ..., draw_frame(frames - 1)`` on ``fig``."""
-    return FuncAnimation(fig, draw_frame, frames=frames, interval=INTERVAL_MS)
+    """The animation of ``draw_frame(0), ..., draw_frame(frames - 1)`` on ``fig``.
+
+    The figure is also kept as ``animation.figure`` (matplotlib keeps it only privately), so
+    that ``as_html`` can close it.
+    """
+    animation = FuncAnimation(fig, draw_frame, frames=frames, interval=INTERVAL_MS)
+    animation.figure = fig
+    return animation
 
 
 def as_html(animation):
@@ -138,7 +144,7 @@ def as_html(animation):
     from IPython.display import HTML
 
     html = animation.to_jshtml(default_mode="loop")
-    plt.close(animation._fig)   # the figure the animation draws on
+    plt.close(animation.figure)
     return HTML(html)
 
 
