@@ -82,9 +82,10 @@ def card(record, history, network_file):
                 f"scratchnn/pretrained/{network_file})",
         "network": {"kind": config["network"], "channels": config["channels"],
                     "framework": config["framework"]},
-        "training": {key: config.get(key, False) for key in
-                     ("optimizer", "lr", "batch_size", "seed", "dtype", "augment", "recolour")}
-        | {"epochs": record["epochs_done"], "best_epoch": record["best_epoch"]},
+        "training": {key: config[key] for key in
+                     ("optimizer", "lr", "batch_size", "seed", "dtype", "augment")}
+        | {"recolour": config.get("recolour", False),      # absent from older records
+           "epochs": record["epochs_done"], "best_epoch": record["best_epoch"]},
         "data": {"source": f"{config['data']}: scratchnn.data.make_noise2noise_pairs("
                            f"{config['num_train']}, seed={config['seed']}, "
                            f"noise={config['noise']}, augment={config['augment']}, "

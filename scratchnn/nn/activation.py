@@ -35,11 +35,11 @@ class LeakyReLU(Module):
             raise ValueError(f"LeakyReLU: expected negative_slope to be a number, "
                              f"got {negative_slope!r}")
         self.negative_slope = float(negative_slope)
-        self.input = self.dtype = None
+        self.input = None
 
     def forward(self, x):
         check_input(self, x, ndim=None)
-        self.input, self.dtype = x, x.dtype
+        self.input = x
         # For a slope of at most 1 the output is max(x, slope * x): x wins where x > 0, slope * x
         # elsewhere. It is computed as slope * x clamped from below by x, in place (for a slope
         # above 1, from above): two passes, where ``where`` with a mask of x > 0 takes three
@@ -48,9 +48,7 @@ class LeakyReLU(Module):
         return out.clamp_(min=x) if self.negative_slope <= 1 else out.clamp_(max=x)
 
     def backward(self, grad):
-        if self.input is None:
-            raise RuntimeError("LeakyReLU.backward called before forward")
-        check_grad(self, grad, self.input.shape, self.dtype)
+        check_grad_like(self, grad, self.input)
         # The gradient passes where x > 0 (there the sign of max(x, 0) is 1) and is scaled
         # elsewhere (sign 0, including x = 0, as torch): passed + slope * (grad - passed).
         passed = self.input.clamp(min=0).sign_().mul_(grad)

@@ -152,15 +152,11 @@ def convolve_rows(x, weight, bias, padding, dilation):
     taps = stacked_taps(weight)
     form = rows_form(c, o, layout)
     if form == "wide":
-        out, saved = wide_forward(rows, taps, bias, layout), rows
-    elif form == "gathered":
-        saved = gather_taps(rows, layout)
-        out = gathered_forward(saved, taps, bias)         # one row per output pixel, (N*L, O)
-        out = out.view(layout.batch, layout.out_height, layout.out_width, o)
-        return out.permute(0, 3, 1, 2), saved
-    else:
-        out, saved = taps_forward(rows, taps, bias, layout), rows
-    return output_pixels(out, layout), saved
+        return wide_forward(rows, taps, bias, layout), rows
+    if form == "gathered":
+        gathered = gather_taps(rows, layout)
+        return gathered_forward(gathered, taps, bias, layout), gathered
+    return taps_forward(rows, taps, bias, layout), rows
 
 
 def rows_form(in_channels, out_channels, layout):
@@ -200,18 +196,20 @@ def forced_form(form):
 
 
 def taps_forward(rows, taps, bias, layout):
-    """One ``addmm_`` per tap into the (positions, O) output; the first product brings the bias."""
+    """One ``addmm_`` per tap into the (positions, O) result, the first product bringing the
+    bias; returns its output pixels."""
     m, offsets = layout.positions, layout.offsets
     first = rows[offsets[0]:offsets[0] + m]
     out = first.matmul(taps[0]) if bias is None else bias.addmm(first, taps[0])
     for tap, offset in zip(taps[1:], offsets[1:]):
         out.addmm_(rows[offset:offset + m], tap)
-    return out
+    return output_pixels(out, layout)
 
 
 def wide_forward(rows, taps, bias, layout):
     """All k taps in one product, rows @ [tap_0 ... tap_k-1] (total, k*O); then output position r
-    adds up tap t's columns of row r + offsets[t]: thin shifted sums instead of thin products."""
+    adds up tap t's columns of row r + offsets[t]: thin shifted sums instead of thin products.
+    Returns the output pixels."""
     m, o = layout.positions, taps.shape[2]
     every_tap = rows.matmul(taps.permute(1, 0, 2).reshape(rows.shape[1], -1))
     out = every_tap[layout.offsets[0]:layout.offsets[0] + m, :o].clone()
@@ -219,7 +217,7 @@ def wide_forward(rows, taps, bias, layout):
         out += bias
     for t, offset in enumerate(layout.offsets[1:], start=1):
         out += every_tap[offset:offset + m, t * o:(t + 1) * o]
-    return out
+    return output_pixels(out, layout)
 
 
 def gather_taps(rows, layout):
@@ -249,10 +247,12 @@ def scatter_taps(gathered, layout, channels):
     return buffer
 
 
-def gathered_forward(gathered, taps, bias):
-    """One product of the gathered taps with all the tap matrices stacked, (kh*kw*C, O)."""
+def gathered_forward(gathered, taps, bias, layout):
+    """One product of the gathered taps with all the tap matrices stacked, (kh*kw*C, O): one row
+    per output pixel, returned as the (N, O, Ho, Wo) view."""
     matrix = taps.reshape(-1, taps.shape[2])
-    return gathered.matmul(matrix) if bias is None else bias.addmm(gathered, matrix)
+    out = gathered.matmul(matrix) if bias is None else bias.addmm(gathered, matrix)
+    return out.view(layout.batch, layout.out_height, layout.out_width, -1).permute(0, 3, 1, 2)
 
 
 def spread_gradient(grad, layout):
@@ -281,16 +281,8 @@ def convolve_rows_backward(spread, saved, weight, layout):
     """
     o, c, kh, kw = weight.shape
     taps = stacked_taps(weight)
-    form = rows_form(c, o, layout)
-    if form == "wide":
-        input_rows, tap_grads = wide_backward(spread, saved, taps, layout)
-    elif form == "gathered":
-        input_rows, tap_grads = gathered_backward(spread, saved, taps, layout)
-    else:
-        input_rows = input_rows_per_tap(spread, taps, layout)
-        grad_rows = spread[layout.tail:layout.tail + layout.positions]
-        tap_grads = torch.cat([long_sum_product(saved[s:s + layout.positions], grad_rows)
-                               for s in layout.offsets])
+    backward = {"wide": wide_backward, "gathered": gathered_backward, "per tap": taps_backward}
+    input_rows, tap_grads = backward[rows_form(c, o, layout)](spread, saved, taps, layout)
     input_grad = images_of(input_rows, 0, layout, layout.height, layout.width)
     return input_grad, tap_grads.reshape(kh, kw, c, o).permute(3, 2, 0, 1)
 
@@ -320,14 +312,18 @@ def sent_back(spread, layout, offset):
     return spread[start:start + layout.positions]
 
 
-def input_rows_per_tap(spread, taps, layout):
-    """The input gradient, one product per tap: the slice that the tap sends back times its
-    matrix transposed. Row p of the result is the gradient of the input row lead + p."""
-    offsets = layout.offsets
+def taps_backward(spread, rows, taps, layout):
+    """Both gradients, one product per tap: d tap_t = rows[s : s + m]^T @ G, and the input
+    gradient adds up, for each tap, the slice it sends back times its matrix transposed.
+    Returns the input gradient on the positions (row p is input row lead + p) and the (k*C, O)
+    tap gradients."""
+    m, offsets = layout.positions, layout.offsets
+    grad_rows = spread[layout.tail:layout.tail + m]
+    tap_grads = torch.cat([long_sum_product(rows[s:s + m], grad_rows) for s in offsets])
     input_rows = sent_back(spread, layout, offsets[0]).matmul(taps[0].t())
     for tap, offset in zip(taps[1:], offsets[1:]):
         input_rows.addmm_(sent_back(spread, layout, offset), tap.t())
-    return input_rows
+    return input_rows, tap_grads
 
 
 def wide_backward(spread, rows, taps, layout):
