@@ -72,7 +72,7 @@ def build_torch(device):
 
 def build_transposed(device):
     """The fastest torch form: each "nearest x2 + 3x3 convolution" as one ConvTranspose2d."""
-    return build_reference("seed000", upsampling="transposed").to(device)
+    return build_reference("seed000", upsampling_blocks="transposed").to(device)
 
 
 def check_same_function(device):

@@ -3,8 +3,9 @@ thread count, the FLOPs of a step, and the peak memory of a step.
 
 Networks and their anchors (the fastest torch form of the same function):
 
-    seed000   the course network; twin: ``build_reference("seed000", upsampling="transposed")``,
-              each nearest x2 + 3x3 convolution as one 4x4 stride-2 ConvTranspose2d
+    seed000   the course network; twin:
+              ``build_reference("seed000", upsampling_blocks="transposed")``, each nearest
+              x2 + 3x3 convolution as one 4x4 stride-2 ConvTranspose2d
     unet      the U-Net of chapter 9; twin: ``build_reference("unet")`` (Conv2d, MaxPool2d,
               ConvTranspose2d, torch.cat)
 
@@ -40,7 +41,7 @@ import scratchnn  # noqa: E402
 from scratchnn.nn.module import all_modules  # noqa: E402
 from scratchnn.reference import build_reference, copy_weights  # noqa: E402
 
-TWINS = {"seed000": dict(upsampling="transposed"), "unet": {}}
+TWINS = {"seed000": dict(upsampling_blocks="transposed"), "unet": {}}
 
 
 def networks(kind, device):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from . import data, distributed, settings
+from . import data, datasets, distributed, settings
 from .files import CHECKPOINT_FILE, check_run_folder, load_checkpoint, read_network_weights
 from .imagefile import check_distinct_paths, image_format, read_image, write_image
 from .inference import denoise
@@ -37,6 +37,11 @@ def load_training_data(args):
 
     ``validation`` maps a name to (noisy, clean) images; the first set is the main one.
     """
+    if is_photo_collection(args.data):
+        return fresh_training_data(args)
+    if args.crop is not None or args.clip or args.steps_per_epoch is not None:
+        raise ValueError(f"--crop, --clip and --steps-per-epoch are settings of fresh pairs "
+                         f"(--data cbsd432 or a folder of photographs), not of --data {args.data}")
     if args.data != "default" and (args.augment or args.recolour):
         raise ValueError(f"--augment and --recolour change the crops of --data default; "
                          f"they do not apply to --data {args.data}")
@@ -49,10 +54,7 @@ def load_training_data(args):
         pairs = data.make_noise2noise_pairs(num_pairs, seed=args.seed, noise=noise,
                                             augment=args.augment, return_clean=args.clean_targets,
                                             recolour=args.recolour)
-        validation = {name: data.make_validation_set(num_val, seed=settings.VALIDATION_SEED,
-                                                     noise=noise, photos=photos)
-                      for name, photos in (("photos", data.VALIDATION_PHOTOS),
-                                           ("varied", data.VARIED_VALIDATION_PHOTOS))}
+        validation = bundled_validation(args, noise)
     else:  # cifar10
         pairs = data.cifar10_noise2noise_pairs(args.cifar_root, num_pairs, seed=args.seed,
                                                noise=noise, return_clean=args.clean_targets)
@@ -80,12 +82,77 @@ def course_training_data(args):
             {"course": (val_noisy[:num_val], val_clean[:num_val])})
 
 
-def build_for_framework(kind, channels, framework):
+FIXED_SOURCES = ("default", "course", "cifar10")
+
+
+def is_photo_collection(name):
+    """True when ``--data`` names a standard training set or a folder of photographs, whose
+    pairs are drawn afresh for every step (``data.FreshPairs``)."""
+    return name not in FIXED_SOURCES
+
+
+def photo_collection(name):
+    """The clean photographs of ``--data``: a standard set by name, or a folder of images."""
+    if name in datasets.registry():
+        return datasets.load_standard_set(name)[1]
+    if Path(name).expanduser().is_dir():
+        return datasets.load_image_folder(name)[1]
+    raise ValueError(f"--data {name}: expected one of {', '.join(FIXED_SOURCES)}, a standard "
+                     f"set ({', '.join(sorted(datasets.registry()))}) or a folder of images")
+
+
+def fresh_training_data(args):
+    """Fresh pairs from a collection of photographs, and the bundled validation sets.
+
+    ``--monitor SET`` adds a standard test set, noisy under the standard protocol (unclipped,
+    fixed noise seed), measured after every epoch but never used to pick the best epoch.
+    """
+    if args.clean_targets and args.recolour:
+        raise ValueError("--recolour is a setting of --data default")
+    if args.recolour or args.num_pairs is not None:
+        raise ValueError(f"--recolour and --num-pairs are settings of --data default; --data "
+                         f"{args.data} draws fresh pairs for every step")
+    noise = data.noise_from_spec(args.noise)
+    pairs = data.FreshPairs(tuple(photo_collection(args.data)),
+                            crop_size=args.crop or settings.DEFAULT_CROP, noise=noise,
+                            augment=args.augment, clip=args.clip,
+                            clean_targets=args.clean_targets, seed=args.seed)
+    validation = bundled_validation(args, noise)
+    if args.monitor:
+        sigma = noise.sigma * 255 if isinstance(noise, data.GaussianNoise) else None
+        if sigma is None:
+            raise ValueError("--monitor adds the standard protocol's Gaussian noise; it needs "
+                             "--noise gaussian:SIGMA")
+        validation[args.monitor] = datasets.standard_noisy_set(args.monitor, sigma)
+    return pairs, None, validation
+
+
+def bundled_validation(args, noise):
+    """The two held-out sets of photographs shipped with scikit-image and scikit-learn."""
+    num_val = args.num_val or settings.DEFAULT_NUM_VAL
+    return {name: data.make_validation_set(num_val, seed=settings.VALIDATION_SEED, noise=noise,
+                                           photos=photos)
+            for name, photos in (("photos", data.VALIDATION_PHOTOS),
+                                 ("varied", data.VARIED_VALIDATION_PHOTOS))}
+
+
+def network_options(args):
+    """The U-Net's own options, when given (``--depth``, ``--upsampling``)."""
+    options = {name: value for name, value in (("depth", args.depth),
+                                               ("upsampling", args.upsampling))
+               if value is not None}
+    if options and args.network != "unet":
+        raise ValueError(f"--depth and --upsampling are options of --network unet, not of "
+                         f"{args.network}")
+    return options
+
+
+def build_for_framework(kind, channels, framework, options=None):
     """The network to train: from scratch, or its ``torch.nn`` twin (for comparison)."""
     if framework == "torch":
         from .reference import build_reference
-        return build_reference(kind, channels)
-    return build_network(kind, channels)
+        return build_reference(kind, channels, **(options or {}))
+    return build_network(kind, channels, **(options or {}))
 
 
 # --- train ---------------------------------------------------------------------------------------
@@ -99,7 +166,15 @@ def run_config(args):
             "train_file": args.train_file, "val_file": args.val_file,
             "num_val": args.num_val,
             "clean_targets": args.clean_targets, "augment": args.augment,
-            "recolour": args.recolour}
+            "recolour": args.recolour, **fresh_config(args), **network_options(args)}
+
+
+def fresh_config(args):
+    """The settings of fresh pairs, for runs that use them (older runs' checkpoints lack them)."""
+    if not is_photo_collection(args.data):
+        return {}
+    return {"crop": args.crop or settings.DEFAULT_CROP, "clip": args.clip,
+            "monitor": args.monitor}
 
 
 def nothing_left_to_do(args):
@@ -133,12 +208,19 @@ def train_command(args):
 
 def train_on_this_device(args, device):
     """Build the data and the network, and train (in every process, under torchrun)."""
+    options = network_options(args)
     train_input, train_target, validation = load_training_data(args)
-    check_trainable_size(train_input, "the training images", kind=args.network)
+    fresh = train_target is None
+    crops = train_input.batch(0, 1)[0] if fresh else train_input
+    check_trainable_size(crops, "the training images", args.network, **options)
     torch.manual_seed(args.seed)  # the network's initial weights
-    network = build_for_framework(args.network, args.channels, args.framework)
+    network = build_for_framework(args.network, args.channels, args.framework, options)
     size = distributed.world_size()
-    say(f"training {args.framework} {args.network} on {len(train_input)} {args.data} pairs "
+    pairs = (f"fresh pairs of {train_input.crop_size}x{train_input.crop_size} crops of "
+             f"{len(train_input.images)} {args.data} photographs "
+             f"({args.steps_per_epoch or settings.DEFAULT_STEPS_PER_EPOCH} steps an epoch)"
+             if fresh else f"{len(train_input)} {args.data} pairs")
+    say(f"training {args.framework} {args.network} on {pairs} "
         f"({'clean' if args.clean_targets else 'noisy'} targets), validating on "
         f"{' and '.join(f'{len(pair[0])} {name}' for name, pair in validation.items())} "
         f"images, device {device}"
@@ -146,11 +228,14 @@ def train_on_this_device(args, device):
         + f"; files in {args.out}")
     train_settings = settings.TrainSettings(
         optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-        batch_size=args.batch_size, device=str(device), seed=args.seed)
+        batch_size=args.batch_size, device=str(device), seed=args.seed,
+        lr_schedule=args.lr_schedule)
     started = time.perf_counter()
     history = train(network, train_input, train_target, args.epochs, settings=train_settings,
                     validation=validation, out_dir=args.out, resume=args.resume,
-                    overwrite=args.overwrite, config=run_config(args))
+                    overwrite=args.overwrite, config=run_config(args),
+                    steps_per_epoch=(args.steps_per_epoch or settings.DEFAULT_STEPS_PER_EPOCH)
+                    if fresh else None)
     if distributed.is_main_process():  # the others have no validation PSNRs to report
         print(f"epoch {history['epoch'][-1]}: validation PSNR {history['val_psnr'][-1]:.2f} dB "
               f"(noisy input {history['baseline_psnr']:.2f} dB; best epoch "
@@ -199,6 +284,21 @@ def denoise_command(args):
     return 0
 
 
+# --- download ------------------------------------------------------------------------------------
+
+
+def download_command(args):
+    for name in args.names:
+        if args.source is not None:
+            folder = datasets.install_from(name, args.source)
+        else:
+            print(f"downloading {name} ({datasets.SOURCES[name]})", flush=True)
+            folder = datasets.download(name)
+        count = len(datasets.registry()[name]["files"])
+        print(f"{name}: {count} files, checksums verified, in {folder}")
+    return 0
+
+
 # --- argument parsing ----------------------------------------------------------------------------
 
 
@@ -215,11 +315,13 @@ def positive_int(text):
 
 def add_data_arguments(parser):
     source = parser.add_argument_group("data")
-    source.add_argument("--data", choices=["default", "course", "cifar10"], default="default",
+    source.add_argument("--data", default="default", metavar="SOURCE",
                         help="default: crops of photographs shipped with scikit-image and "
                              "scikit-learn (offline); course: the course's pickles (--train-file, "
-                             "--val-file); cifar10: CIFAR-10 via torchvision (downloads ~170 MB). "
-                             "Default: %(default)s")
+                             "--val-file); cifar10: CIFAR-10 via torchvision (downloads ~170 MB); "
+                             "cbsd432: the standard training set (python -m scratchnn download "
+                             "cbsd432 first), or a FOLDER of your own photographs: fresh crops "
+                             "and noise for every step. Default: %(default)s")
     source.add_argument("--train-file",
                         help="course training data: train_data.pkl (two noisy uint8 tensors)")
     source.add_argument("--val-file", help="course validation data: val_data.pkl (noisy, clean)")
@@ -241,6 +343,17 @@ def add_data_arguments(parser):
     source.add_argument("--augment", action="store_true",
                         help="turn and mirror each training crop at random (the 8 symmetries of "
                              "a square)")
+    source.add_argument("--crop", type=positive_int, default=None,
+                        help=f"fresh pairs: crop size. Default: {settings.DEFAULT_CROP} (the "
+                             f"course's); 64 or more for a deeper U-Net")
+    source.add_argument("--clip", action="store_true",
+                        help="fresh pairs: store noisy images as the course does, clipped to "
+                             "0..255 and rounded (default: unclipped floats, as the Noise2Noise "
+                             "paper's code)")
+    source.add_argument("--monitor", choices=sorted(datasets.registry()), default=None,
+                        help="fresh pairs: also measure this standard test set (standard "
+                             "protocol: unclipped Gaussian noise, fixed seed) after every epoch; "
+                             "never used to pick the best epoch")
     source.add_argument("--recolour", action="store_true",
                         help="permute the colour channels of each training crop and invert its "
                              "brightness at random (--data default, Gaussian noise)")
@@ -256,6 +369,15 @@ def add_network_arguments(parser):
                      help="hidden channels. Default: the network's own ("
                           + ", ".join(f"{name}: {variant.default_channels}"
                                       for name, variant in ARCHITECTURES.items()) + ")")
+    net.add_argument("--depth", type=int, default=None,
+                     choices=architecture("unet").options["depth"],
+                     help="U-Net: levels (it halves the image that often; crops must be "
+                          "multiples of 2**depth). Default: 3")
+    net.add_argument("--upsampling", choices=architecture("unet").options["upsampling"],
+                     default=None,
+                     help="U-Net: how each level comes back up: transposed (2x2 stride-2 "
+                          "transposed convolution) or nearest (nearest x2 then a 3x3 "
+                          "convolution). Default: transposed")
     net.add_argument("--framework", choices=["scratchnn", "torch"], default="scratchnn",
                      help="scratchnn: the from-scratch framework; torch: the same network in "
                           "torch.nn with autograd (scratchnn.reference), to compare. "
@@ -277,6 +399,14 @@ def add_training_arguments(parser):
                          for name, kind in settings.OPTIMIZERS.items()))
     fit.add_argument("--momentum", type=float, default=0.0,
                      help="SGD momentum. Default: %(default)s")
+    fit.add_argument("--lr-schedule", choices=settings.LR_SCHEDULES,
+                     default=settings.DEFAULT_LR_SCHEDULE,
+                     help="constant; cosine (down to 0 over the run); rampdown (the Noise2Noise "
+                          "code's: down to 0 over the last 30%% of the steps). Default: "
+                          "%(default)s")
+    fit.add_argument("--steps-per-epoch", type=positive_int, default=None,
+                     help=f"fresh pairs: steps between two validations. Default: "
+                          f"{settings.DEFAULT_STEPS_PER_EPOCH}")
     fit.add_argument("--seed", type=int, default=0,
                      help="seeds the training data, the initial weights and the shuffling. "
                           "Default: %(default)s")
@@ -334,6 +464,18 @@ def make_parser():
     denoise_parser.add_argument("--threads", type=positive_int, default=None,
                                 help="CPU threads for PyTorch")
     denoise_parser.set_defaults(run=denoise_command)
+    download_parser = commands.add_parser(
+        "download", help="fetch a standard data set (cbsd432, cbsd68, kodak24) into the cache",
+        description="Fetch a standard data set once, from a public repository at a pinned "
+                    "commit, checking every file's sha256, into $SCRATCHNN_DATA (default: "
+                    "~/.cache/scratchnn). Without internet, --from DIR installs it from a copy.")
+    download_parser.add_argument("names", nargs="+", choices=sorted(datasets.registry()),
+                                 metavar="NAME", help="one or more of: "
+                                 + ", ".join(sorted(datasets.registry())))
+    download_parser.add_argument("--from", dest="source", default=None, metavar="DIR",
+                                 help="install from a local folder holding the files (searched "
+                                      "recursively by name) instead of downloading")
+    download_parser.set_defaults(run=download_command)
     return parser
 
 

@@ -79,9 +79,12 @@ class GaussianNoise:
     """
     sigma: float = 25 / 255
 
-    def __call__(self, clean, generator):
+    def __call__(self, clean, generator, clip=True):
+        """``clean + sigma * n``, clipped to [0, 1] unless ``clip=False`` (the paper's code and
+        the standard protocol keep the unclipped floats)."""
         noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype)
-        return noise.mul_(self.sigma).add_(clean).clamp_(0, 1)  # clean + sigma * noise
+        noisy = noise.mul_(self.sigma).add_(clean)
+        return noisy.clamp_(0, 1) if clip else noisy
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,10 @@ class PoissonNoise:
     """
     peak: float = 30.0
 
-    def __call__(self, clean, generator):
+    def __call__(self, clean, generator, clip=True):
         counts = torch.poisson(clean * self.peak, generator=generator)
-        return counts.div_(self.peak).clamp_(0, 1)
+        noisy = counts.div_(self.peak)
+        return noisy.clamp_(0, 1) if clip else noisy
 
 
 def noise_from_spec(spec):
@@ -299,3 +303,71 @@ def cifar10_noise2noise_pairs(root, num_pairs, seed=0, noise=GaussianNoise(), tr
     dataset = torchvision.datasets.CIFAR10(root, train=train, download=download)
     images = images_to_uint8_chw(dataset.data)  # dataset.data: numpy uint8 (N, 32, 32, 3)
     return noise2noise_pairs_from_images(images, num_pairs, seed, noise, return_clean)
+
+
+# --- fresh pairs for every batch (large training sets, the Noise2Noise paper's practice) --------
+
+
+def _pick_crops(images, count, crop_size, generator):
+    """``count`` random crops (uint8) from a list of (3, H, W) images of any sizes: an image
+    chosen uniformly, then a corner chosen uniformly inside it."""
+    which = torch.randint(len(images), (count,), generator=generator).tolist()
+    crops = torch.empty(count, 3, crop_size, crop_size, dtype=torch.uint8)
+    for slot, index in enumerate(which):
+        image = images[index]
+        top = int(torch.randint(image.shape[1] - crop_size + 1, (), generator=generator))
+        left = int(torch.randint(image.shape[2] - crop_size + 1, (), generator=generator))
+        crops[slot] = image[:, top:top + crop_size, left:left + crop_size]
+    return crops
+
+
+def _symmetries(crops, generator):
+    """Each crop turned and mirrored by one of the 8 symmetries of a square, drawn at random."""
+    symmetry = torch.randint(8, (len(crops),), generator=generator)
+    for index in range(8):
+        chosen = symmetry == index
+        crops[chosen] = _flip_or_rotate(crops[chosen], index)
+    return crops
+
+
+@dataclass(frozen=True, eq=False)
+class FreshPairs:
+    """Noise2Noise mini-batches drawn afresh for every step: random crops of clean photographs,
+    each with two independent noise draws, so no crop and no noise is ever seen twice and no
+    set of pairs has to fit in memory.
+
+    ``batch(step, size)`` is a pure function of ``(seed, step)``: a resumed run draws exactly the
+    batches it would have drawn. Inputs and targets are floats in [0, 1] *plus noise*,
+    unclipped as in the Noise2Noise paper's code (clipping biases the target's mean near black
+    and white: chapter 7); ``clip=True`` stores them like the course instead, clipped and
+    rounded to 256 levels. ``clean_targets=True`` gives Noise2Clean pairs (noisy, clean).
+    """
+    images: tuple            # uint8 (3, H, W) tensors, each at least crop_size on both sides
+    crop_size: int = 64
+    noise: object = GaussianNoise()
+    augment: bool = True
+    clip: bool = False
+    clean_targets: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.images:
+            raise ValueError("FreshPairs: expected at least one image")
+        small = [tuple(image.shape[1:]) for image in self.images
+                 if min(image.shape[1:]) < self.crop_size]
+        if small:
+            raise ValueError(f"FreshPairs: crop_size={self.crop_size} is larger than "
+                             f"{len(small)} of the images (e.g. {small[0][0]}x{small[0][1]})")
+
+    def batch(self, step, size):
+        """Mini-batch number ``step`` of ``size`` pairs: (inputs, targets), float32."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        crops = _pick_crops(self.images, size, self.crop_size, generator)
+        if self.augment:
+            crops = _symmetries(crops, generator)
+        clean = to_float(crops)
+        first = self.noise(clean, generator, clip=self.clip)
+        second = clean if self.clean_targets else self.noise(clean, generator, clip=self.clip)
+        if self.clip:  # the course's storage: 256 levels
+            first, second = to_float(to_uint8(first)), to_float(to_uint8(second))
+        return first, second

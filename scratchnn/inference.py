@@ -51,17 +51,27 @@ def window_starts(size, tile, margin):
     return [(start, max(start - margin, 0)) for start in range(0, size, tile)]
 
 
-def apply_in_tiles(network, images, tile=192, margin=32):
+def size_multiple_of(network):
+    """The multiple a network's input H and W are padded to (``build_network`` records it)."""
+    return getattr(network, "size_multiple", SIZE_MULTIPLE)
+
+
+def apply_in_tiles(network, images, tile=192, margin=None):
     """Run ``network`` on padded images (N, 3, H, W) a tile at a time, with overlapping margins.
 
     Why: a network keeps several maps of 48 to 100 channels per pixel for its backward pass and
     its products; for a 12-megapixel photograph at once that would be tens of gigabytes. Each
     tile is computed from a window ``margin`` pixels larger on every side and only its centre is
-    kept. Because windows start at multiples of 8 (the stride grid of every network stays
-    aligned) and ``margin`` exceeds the networks' receptive-field radius (at most 31 pixels, the
-    U-Net's), the result equals the whole-image result (up to rounding: the matrix products are
-    split differently).
+    kept. Because windows start at multiples of the network's ``size_multiple`` m (the stride
+    grid stays aligned; ``tile`` must be a multiple of m) and the default ``margin`` 4m exceeds
+    the receptive-field radius (31 pixels for the 3-level U-Net, m = 8; 4m - 1 for a U-Net of
+    any depth), the result equals the whole-image result (up to rounding: the matrix products
+    are split differently).
     """
+    multiple = size_multiple_of(network)
+    margin = 4 * multiple if margin is None else margin
+    if tile % multiple or margin % multiple:
+        raise ValueError(f"tile {tile} and margin {margin} must be multiples of {multiple}")
     height, width = images.shape[2:]
     if height <= tile + margin and width <= tile + margin:
         return network.forward(images)
@@ -93,11 +103,23 @@ def denoise(network, images, pixels_per_batch=64 * 32 * 32):
 
 
 def denoise_batch(network, images, device, dtype):
-    """Scale to [0, 1], pad to multiples of 8, run the network, crop the padding, scale back."""
-    padded, (height, width) = pad_to_multiple(images.to(device=device, dtype=dtype) / 255)
-    with torch.no_grad():  # only matters for a torch.nn twin; scratchnn never records anything
-        denoised = apply_in_tiles(network, padded)[:, :, :height, :width]
+    """Scale to [0, 1], run the network (``run_network``), scale back and clip to [0, 255]."""
+    denoised = run_network(network, images.to(device=device, dtype=dtype) / 255)
     return (denoised * 255).clamp(0, 255).to(images.device)
+
+
+def run_network(network, images, tile=192):
+    """The network's raw output for float images scaled to [0, 1], of any H and W.
+
+    Pads H and W to the network's multiple, runs it in tiles, crops the padding; nothing is
+    checked or clipped, so values outside [0, 1] go through as they are: the standard protocol
+    of the denoising literature feeds the noisy image unclipped (``scratchnn.benchmark``).
+    ``images`` must be on the network's device, in its dtype; ``tile`` as for
+    ``apply_in_tiles``.
+    """
+    padded, (height, width) = pad_to_multiple(images, size_multiple_of(network))
+    with torch.no_grad():  # only matters for a torch.nn twin; scratchnn never records anything
+        return apply_in_tiles(network, padded, tile)[:, :, :height, :width]
 
 
 def network_device_and_dtype(network):

@@ -8,7 +8,7 @@ a layer library, and here it is given ``torch.nn``'s layers instead of ``scratch
 import torch
 from torch import nn
 
-from .networks import architecture
+from .networks import architecture, check_options
 
 
 class ReferenceUpsampling(nn.Module):
@@ -114,15 +114,19 @@ class TransposedLayers(TorchLayers):
                                    padding, dilation, bias)
 
 
-def build_reference(kind="seed000", channels=None, upsampling="nearest"):
-    """The ``torch.nn`` twin of ``scratchnn.build_network(kind, channels)``.
+def build_reference(kind="seed000", channels=None, upsampling_blocks="nearest", **options):
+    """The ``torch.nn`` twin of ``scratchnn.build_network(kind, channels, **options)``.
 
-    ``upsampling="transposed"`` builds each nearest x2 + 3x3 convolution block as one
+    ``upsampling_blocks="transposed"`` builds each nearest x2 + 3x3 convolution block as one
     ``ConvTranspose2d`` instead (``TransposedLayers``); load weights with ``copy_weights``.
+    (The U-Net's own option ``upsampling`` says which kind of block it has.)
     """
-    layers = {"nearest": TorchLayers, "transposed": TransposedLayers}[upsampling]
+    layers = {"nearest": TorchLayers, "transposed": TransposedLayers}[upsampling_blocks]
     variant = architecture(kind)
-    return variant.build(layers, channels or variant.default_channels)
+    check_options(kind, options)
+    network = variant.build(layers, channels or variant.default_channels, **options)
+    network.size_multiple = variant.size_multiple(**options)
+    return network
 
 
 def copy_weights(source, destination):

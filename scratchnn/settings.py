@@ -26,6 +26,11 @@ DEFAULT_NUM_PAIRS = 50_000      # the course's training set size
 DEFAULT_NUM_VAL = 1000          # the course's validation set size
 DEFAULT_NOISE = "gaussian:25"   # the Noise2Noise paper's sigma = 25 (on 0..255)
 VALIDATION_SEED = 0             # the same validation images whatever the training seed
+DEFAULT_LR_SCHEDULE = "constant"
+LR_SCHEDULES = ("constant", "cosine", "rampdown")   # see train.scheduled_learning_rate
+# Training on a standard set (``--data cbsd432`` or a folder): fresh crops and noise every step.
+DEFAULT_CROP = 32               # the course's; 64 or more suits a deeper U-Net
+DEFAULT_STEPS_PER_EPOCH = 1000
 
 
 @dataclass(frozen=True)
@@ -68,12 +73,16 @@ class TrainSettings:
     device: str = "auto"
     dtype: torch.dtype = torch.float32
     seed: int = 0
+    lr_schedule: str = DEFAULT_LR_SCHEDULE
 
     def __post_init__(self):
         kind = optimizer_kind(self.optimizer)
         if self.momentum and not kind.has_momentum:
             raise ValueError(f"momentum is an SGD setting; {self.optimizer} has its own running "
                              f"averages")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown learning-rate schedule {self.lr_schedule!r}; expected one "
+                             f"of {LR_SCHEDULES}")
         if not (isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool)
                 and self.batch_size >= 1):
             raise ValueError(f"expected batch_size to be an int >= 1, got {self.batch_size!r}")

@@ -30,11 +30,12 @@ from pathlib import Path
 import torch
 
 from . import distributed, nn
-from .data import to_float
+from .data import FreshPairs, to_float
 from .files import (BEST_WEIGHTS_FILE, HISTORY_FILE, PLOT_FILE, WEIGHTS_FILE, check_run_folder,
                     load_checkpoint, save_checkpoint, save_weights, write_atomically)
+from .inference import run_network
 from .metrics import psnr
-from .settings import TrainSettings, optimizer_kind
+from .settings import LR_SCHEDULES, TrainSettings, optimizer_kind
 
 
 class TrainingDiverged(RuntimeError):
@@ -68,6 +69,41 @@ def learning_rate(optimizer):
     if isinstance(optimizer, torch.optim.Optimizer):
         return optimizer.param_groups[0]["lr"]
     return optimizer.lr
+
+
+def set_learning_rate(optimizer, lr):
+    """Change the learning rate of a from-scratch or a ``torch.optim`` optimizer."""
+    if isinstance(optimizer, torch.optim.Optimizer):
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+    else:
+        optimizer.lr = lr
+
+
+def scheduled_learning_rate(schedule, base_lr, step, total_steps):
+    """The learning rate of step ``step`` (0-based) of a run of ``total_steps``.
+
+    * ``constant``: ``base_lr`` throughout;
+    * ``cosine``: from ``base_lr`` down to 0 along half a cosine;
+    * ``rampdown``: the Noise2Noise code's: constant, then over the last 30% of the steps down
+      to 0 along a squared half-cosine, ``base_lr * ((1 + cos(pi t)) / 2) ** 2`` with t from 0
+      to 1.
+
+    A pure function of the step, so a resumed run continues the schedule exactly.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected one of "
+                         f"{LR_SCHEDULES}")
+    progress = min(step / max(total_steps, 1), 1.0)
+    if schedule == "cosine":
+        return base_lr * (1 + math.cos(math.pi * progress)) / 2
+    if schedule == "rampdown" and progress > 1 - RAMPDOWN_FRACTION:
+        t = (progress - (1 - RAMPDOWN_FRACTION)) / RAMPDOWN_FRACTION
+        return base_lr * ((1 + math.cos(math.pi * t)) / 2) ** 2
+    return base_lr
+
+
+RAMPDOWN_FRACTION = 0.3  # the Noise2Noise code's ramp-down covers the last 30% of training
 
 
 # --- the adapter: one training step in either framework ------------------------------------------
@@ -220,10 +256,18 @@ def noisy_psnr(noisy, clean):
     return psnr(to_float(noisy, torch.float64), to_float(clean, torch.float64))
 
 
-def validation_psnr(stepper, noisy, clean, dtype):
-    """Mean PSNR (dB) of the denoised validation images against the clean ones."""
-    denoised = predict_in_batches(stepper, noisy, dtype).clamp(0, 1)
-    return psnr(denoised, to_float(clean, dtype))
+def validation_psnr(stepper, noisy, clean, dtype, pixels_per_batch=64 * 32 * 32):
+    """Mean PSNR (dB) of the denoised validation images against the clean ones.
+
+    ``noisy`` holds values 0..255, uint8 or float (unclipped floats too: the standard protocol);
+    images of any size go through ``run_network`` (padded to the network's multiple, whole up
+    to 512x512), about ``pixels_per_batch`` pixels at a time.
+    """
+    per_batch = max(1, pixels_per_batch // (noisy.shape[2] * noisy.shape[3]))
+    outputs = [run_network(stepper.network, to_float(noisy[start:start + per_batch], dtype),
+                           tile=512).clamp(0, 1)
+               for start in range(0, len(noisy), per_batch)]
+    return psnr(torch.cat(outputs), to_float(clean, dtype))
 
 
 # --- the run's record: history and plot ----------------------------------------------------------
@@ -273,6 +317,7 @@ def check_same_run(saved, current):
     and the number of processes may change: with the same global batch, W processes train the
     network one process would (chapter 10)."""
     ignore = {"num_epochs", "world_size"}
+    saved = {"lr_schedule": "constant", **saved}  # runs from before schedules existed
     differences = {key: (saved.get(key), current.get(key)) for key in set(saved) | set(current)
                    if key not in ignore and saved.get(key) != current.get(key)}
     if differences:
@@ -301,30 +346,63 @@ def progress_bar(iterable, description, progress):
     return tqdm(iterable, desc=description, leave=False)
 
 
-def train_one_epoch(stepper, inputs, targets, order, batch_size, dtype, description, progress):
+def train_one_epoch(stepper, inputs, targets, order, batch_size, dtype, description, progress,
+                    learning_rates=None):
     """One pass over the data in the given order; returns the mean training loss per sample.
 
     In data-parallel training (chapter 10) each process steps on its own shard of every batch,
     and the loss sums of all processes are added up: every process sees the same mean, and so
-    all of them stop together if it is not finite.
+    all of them stop together if it is not finite. ``learning_rates(number)``, when given, sets
+    the learning rate before batch ``number`` (0-based) of the epoch (a schedule).
     """
     total = torch.zeros((), dtype=torch.float64, device=inputs.device)
     starts = range(0, len(order), batch_size)
     bar = progress_bar(starts, description, progress)
     for number, start in enumerate(bar, 1):
+        if learning_rates is not None:
+            set_learning_rate(stepper.optimizer, learning_rates(number - 1))
         chosen = distributed.my_shard(order[start:start + batch_size])  # alone: the whole batch
         loss = stepper.step(to_float(inputs[chosen], dtype), to_float(targets[chosen], dtype))
         total += loss.to(torch.float64) * len(chosen)
         # Reading the loss waits for the GPU to finish its queue: only every 50 batches.
         if number % 50 == 0 or number == len(starts):
-            summed = distributed.sum_over_processes(total).item()
-            running = summed / min(start + batch_size, len(order))
-            if not math.isfinite(running):
-                bar.close()
-                raise TrainingDiverged(f"the training loss became {running} by batch {number}")
-            bar.set_postfix(loss=f"{running:.5f}")
+            check_running_loss(total, min(start + batch_size, len(order)), number, bar)
     bar.close()
     return distributed.sum_over_processes(total).item() / len(order)
+
+
+def check_running_loss(total, count, number, bar):
+    """Show the mean loss so far (all processes together); stop if it is not finite."""
+    running = distributed.sum_over_processes(total).item() / count
+    if not math.isfinite(running):
+        bar.close()
+        raise TrainingDiverged(f"the training loss became {running} by batch {number}")
+    bar.set_postfix(loss=f"{running:.5f}")
+
+
+def train_fresh_epoch(stepper, pairs, first_step, num_steps, batch_size, device, dtype,
+                      description, progress, learning_rates=None):
+    """``num_steps`` steps on mini-batches drawn afresh (``data.FreshPairs``), numbered from
+    ``first_step`` on; returns the mean training loss per sample.
+
+    Every process draws the same global batch (a pure function of the step number) and keeps
+    its own shard of it, as ``train_one_epoch`` does with the indices of a fixed set.
+    """
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    steps = range(first_step, first_step + num_steps)
+    bar = progress_bar(steps, description, progress)
+    for number, step in enumerate(bar, 1):
+        if learning_rates is not None:
+            set_learning_rate(stepper.optimizer, learning_rates(number - 1))
+        inputs, targets = pairs.batch(step, batch_size)
+        chosen = distributed.my_shard(torch.arange(batch_size))
+        loss = stepper.step(inputs[chosen].to(device=device, dtype=dtype),
+                            targets[chosen].to(device=device, dtype=dtype))
+        total += loss.to(torch.float64) * len(chosen)
+        if number % 50 == 0 or number == num_steps:
+            check_running_loss(total, number * batch_size, number, bar)
+    bar.close()
+    return distributed.sum_over_processes(total).item() / (num_steps * batch_size)
 
 
 def check_parameters_finite(stepper):
@@ -351,6 +429,10 @@ def check_training_data(inputs, targets, validation):
     if inputs.shape != targets.shape or len(inputs) == 0:
         raise ValueError(f"train_input and train_target must be non-empty and of the same shape, "
                          f"got {tuple(inputs.shape)} and {tuple(targets.shape)}")
+    check_validation(validation)
+
+
+def check_validation(validation):
     for name, (noisy, clean) in validation.items():
         if noisy.shape != clean.shape or len(noisy) == 0:
             raise ValueError(f"validation set {name!r}: noisy and clean images must be non-empty "
@@ -360,16 +442,18 @@ def check_training_data(inputs, targets, validation):
 
 def train(network, train_input, train_target, num_epochs, *, settings=None, optimizer=None,
           validation=None, out_dir=None, resume=False, overwrite=False, callbacks=(),
-          progress=True, config=None):
+          progress=True, config=None, steps_per_epoch=None):
     """Train ``network`` to map ``train_input`` to ``train_target``; returns the history.
 
     * Inputs and targets are (N, 3, H, W) images with values 0..255 (uint8 or float): for
       Noise2Noise, two noisy copies of the same images. ``num_epochs`` counts the whole run:
       resuming a run that finished epoch 3 with ``num_epochs=5`` trains epochs 4 and 5.
-    * ``settings`` (a ``TrainSettings``) says how to optimise; the network, from-scratch or
-      ``torch.nn``, is moved to its device and dtype. ``optimizer`` is an optimizer already made
-      for the moved network (the course's ``Model`` keeps one across calls); by default one is
-      made from ``settings``.
+    * Or ``train_input`` is a ``data.FreshPairs`` (and ``train_target`` None): every step draws
+      a fresh mini-batch of crops and noise, and an epoch is ``steps_per_epoch`` steps.
+    * ``settings`` (a ``TrainSettings``) says how to optimise, the learning-rate schedule
+      included; the network, from-scratch or ``torch.nn``, is moved to its device and dtype.
+      ``optimizer`` is an optimizer already made for the network (the course's ``Model`` keeps
+      one across calls); by default one is made from ``settings``.
     * ``validation`` is ``(noisy, clean)`` images, or a dict of them by name: the first set picks
       the best epoch, every set is measured after every epoch.
     * With ``out_dir``, every epoch writes ``checkpoint.pt``, ``history.json``, ``psnr.png`` and,
@@ -391,7 +475,11 @@ def train(network, train_input, train_target, num_epochs, *, settings=None, opti
     if not (isinstance(num_epochs, int) and not isinstance(num_epochs, bool) and num_epochs >= 0):
         raise ValueError(f"expected num_epochs to be an int >= 0, got {num_epochs!r}")
     validation = validation_sets(validation)
-    check_training_data(train_input, train_target, validation)
+    fresh = isinstance(train_input, FreshPairs)
+    if fresh:
+        check_fresh_data(train_target, steps_per_epoch, validation)
+    else:
+        check_training_data(train_input, train_target, validation)
     if out_dir is not None:  # in every process, before process 0 may write anything
         check_run_folder(out_dir, resume, overwrite)
     device, dtype = resolve_device(settings.device), settings.dtype
@@ -399,15 +487,20 @@ def train(network, train_input, train_target, num_epochs, *, settings=None, opti
     reduce_gradients = distributed.all_reduce_gradients if distributed.world_size() > 1 else None
     stepper = make_stepper(network, optimizer or settings.optimizer, settings.lr,
                            settings.momentum, reduce_gradients)
-    inputs, targets = train_input.to(device), train_target.to(device)
+    if not fresh:
+        inputs, targets = train_input.to(device), train_target.to(device)
+        steps_per_epoch = math.ceil(len(inputs) / settings.batch_size)
     validation = {name: (noisy.to(device), clean.to(device))
                   for name, (noisy, clean) in validation.items()}
     framework = "torch" if is_torch_network(network) else "scratchnn"
+    base_lr = learning_rate(stepper.optimizer)
     config = {**(config or {}), "seed": settings.seed, "batch_size": settings.batch_size,
-              "num_train": len(inputs), "optimizer": type(stepper.optimizer).__name__,
-              "lr": learning_rate(stepper.optimizer), "momentum": settings.momentum,
+              "num_train": "fresh" if fresh else len(inputs), "optimizer":
+              type(stepper.optimizer).__name__, "lr": base_lr, "momentum": settings.momentum,
               "framework": framework, "dtype": str(dtype), "num_epochs": num_epochs,
-              "world_size": distributed.world_size()}
+              "world_size": distributed.world_size(), **schedule_config(settings, fresh,
+                                                                          steps_per_epoch,
+                                                                          num_epochs)}
 
     checkpoint = load_checkpoint(out_dir) if (out_dir is not None and resume) else None
     if checkpoint is not None:
@@ -426,12 +519,26 @@ def train(network, train_input, train_target, num_epochs, *, settings=None, opti
         run.start()
         first_epoch = 1
 
+    total_steps = num_epochs * steps_per_epoch
     for epoch in range(first_epoch, num_epochs + 1):
         started, cpu_started = time.perf_counter(), time.process_time()
-        order = epoch_permutation(len(inputs), settings.seed, epoch).to(device)
+        first_step = (epoch - 1) * steps_per_epoch
+
+        def learning_rates(number):
+            return scheduled_learning_rate(settings.lr_schedule, base_lr, first_step + number,
+                                           total_steps)
+
+        schedule = None if settings.lr_schedule == "constant" else learning_rates
+        description = f"epoch {epoch}/{num_epochs}"
         try:
-            loss = train_one_epoch(stepper, inputs, targets, order, settings.batch_size, dtype,
-                                   f"epoch {epoch}/{num_epochs}", progress)
+            if fresh:
+                loss = train_fresh_epoch(stepper, train_input, first_step, steps_per_epoch,
+                                         settings.batch_size, device, dtype, description,
+                                         progress, schedule)
+            else:
+                order = epoch_permutation(len(inputs), settings.seed, epoch).to(device)
+                loss = train_one_epoch(stepper, inputs, targets, order, settings.batch_size,
+                                       dtype, description, progress, schedule)
             check_parameters_finite(stepper)
         except TrainingDiverged as error:
             kept = (f"; the last good checkpoint (epoch {epoch - 1}) is kept in {out_dir}"
@@ -443,9 +550,32 @@ def train(network, train_input, train_target, num_epochs, *, settings=None, opti
         for callback in callbacks:
             callback(epoch, run.history)
 
+    set_learning_rate(stepper.optimizer, base_lr)  # the optimizer may be used again (Model)
     if out_dir is not None:
         save_weights(Path(out_dir) / WEIGHTS_FILE, stepper.weights())
     return run.history
+
+
+def check_fresh_data(train_target, steps_per_epoch, validation):
+    if train_target is not None:
+        raise ValueError("with FreshPairs as train_input, train_target must be None: the pairs "
+                         "draw both the inputs and the targets")
+    if not (isinstance(steps_per_epoch, int) and steps_per_epoch >= 1):
+        raise ValueError(f"with FreshPairs, steps_per_epoch must be an int >= 1, got "
+                         f"{steps_per_epoch!r}")
+    check_validation(validation)
+
+
+def schedule_config(settings, fresh, steps_per_epoch, num_epochs):
+    """What of the run's length a resume must keep: a schedule other than ``constant`` depends
+    on the total number of steps, so such a run cannot be lengthened; with fresh pairs the
+    number of steps of an epoch is part of the run."""
+    config = {"lr_schedule": settings.lr_schedule}
+    if settings.lr_schedule != "constant":
+        config["total_steps"] = num_epochs * steps_per_epoch
+    if fresh:
+        config["steps_per_epoch"] = steps_per_epoch
+    return config
 
 
 class Run:
