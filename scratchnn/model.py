@@ -1,9 +1,11 @@
 """The course's ``Model`` class, and the pretrained networks shipped inside the package.
 
 The course API takes and returns images the way the course stores them: tensors of shape
-(N, 3, H, W) with values 0..255. Each shipped network is ``scratchnn/pretrained/<network>.pth``
+(N, 3, H, W) with values 0..255. Each shipped network is ``scratchnn/pretrained/<name>.pth``
 (the weights of its best validation epoch) with a JSON card beside it that says how it was
-trained and what it scores.
+trained and what it scores. The card's ``network`` entry names the architecture (``kind``), its
+width and its options, so a shipped name need not be an architecture's name
+(``unet-cbsd432`` is a ``unet`` of depth 4).
 """
 import importlib.resources
 import json
@@ -11,7 +13,7 @@ import json
 import torch
 
 from .inference import check_images, denoise
-from .networks import ARCHITECTURES, architecture, build_network, check_trainable_size
+from .networks import ARCHITECTURES, build_network, check_trainable_size
 from .settings import DEFAULT_BATCH_SIZE, TrainSettings
 from .train import make_optimizer, train
 
@@ -25,8 +27,25 @@ def pretrained_file(network, suffix):
 
 def shipped_networks():
     """The networks whose weights ship with the package, and their cards (dicts), by name."""
-    return {kind: json.loads(pretrained_file(kind, ".json").read_text())
-            for kind in ARCHITECTURES if pretrained_file(kind, ".pth").is_file()}
+    folder = importlib.resources.files("scratchnn") / PRETRAINED
+    names = sorted(entry.name[:-len(".json")] for entry in folder.iterdir()
+                   if entry.name.endswith(".json"))
+    return {name: json.loads(pretrained_file(name, ".json").read_text())
+            for name in names if pretrained_file(name, ".pth").is_file()}
+
+
+def shipped_architecture(name):
+    """``(kind, channels, options)`` of a shipped network, from its card; for an architecture's
+    name with no shipped weights, that architecture at its own width."""
+    card = shipped_networks().get(name)
+    if card is None:
+        if name not in ARCHITECTURES:
+            raise ValueError(f"unknown network {name!r}; expected one of the shipped networks "
+                             f"{sorted(shipped_networks())} or an architecture "
+                             f"{sorted(ARCHITECTURES)}")
+        return name, None, {}
+    network = card["network"]
+    return network["kind"], network["channels"], network.get("options", {})
 
 
 def best_shipped_network():
@@ -49,18 +68,18 @@ class Model:
     """The course's interface: ``Model()``, ``load_pretrained_model()``, ``train``, ``predict``.
 
     ``Model()`` is the best network shipped with the package; ``Model(network="seed000")`` names
-    one (see ``scratchnn.networks.ARCHITECTURES``), as wide as its shipped weights when there
-    are some. Images are (N, 3, H, W) tensors, uint8 or float, with values 0..255. The network
-    runs on the GPU when there is one.
+    a shipped network (``shipped_networks()``) or an architecture
+    (``scratchnn.networks.ARCHITECTURES``), built as its shipped card says when there is one.
+    Images are (N, 3, H, W) tensors, uint8 or float, with values 0..255. The network runs on
+    the GPU when there is one.
     """
 
     def __init__(self, network=None):
         self.network_kind = best_shipped_network() if network is None else network
-        architecture(self.network_kind)  # a clear error for an unknown name
-        card = shipped_networks().get(self.network_kind)
-        channels = card["network"]["channels"] if card else None
+        kind, channels, options = shipped_architecture(self.network_kind)
+        self.architecture = kind
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.network = build_network(self.network_kind, channels).to(self.device)
+        self.network = build_network(kind, channels, **options).to(self.device)
         # Made after the move to the device: the optimizer must hold the moved tensors.
         self.settings = TrainSettings(batch_size=DEFAULT_BATCH_SIZE, device=self.device.type)
         self.optimizer = make_optimizer(self.network, self.settings.optimizer)
@@ -79,7 +98,8 @@ class Model:
         """
         check_images(train_input, "train_input")
         check_images(train_target, "train_target")
-        check_trainable_size(train_input, kind=self.network_kind)
+        check_trainable_size(train_input, "train_input", self.architecture,
+                             **shipped_architecture(self.network_kind)[2])
         settings = TrainSettings(batch_size=self.settings.batch_size,
                                  device=self.settings.device, seed=self.train_calls)
         history = train(self.network, train_input, train_target, num_epochs, settings=settings,

@@ -280,7 +280,7 @@ def test_run_network_pads_and_tiles_a_deep_unet_exactly():
 # --- the command line ----------------------------------------------------------------------------
 
 
-def test_train_on_a_folder_of_photographs_with_fresh_pairs(tmp_path):
+def test_train_on_a_folder_of_photographs_with_fresh_pairs(tmp_path, monkeypatch):
     write_images(tmp_path / "mine", 3, size=(48, 40), suffix=".jpg")
     out = tmp_path / "run"
     arguments = [sys.executable, "-m", "scratchnn", "train", "--data", str(tmp_path / "mine"),
@@ -298,6 +298,22 @@ def test_train_on_a_folder_of_photographs_with_fresh_pairs(tmp_path):
     assert checkpoint["config"]["steps_per_epoch"] == 3
     assert checkpoint["config"]["depth"] == 2 and checkpoint["config"]["crop"] == 16
     assert network_from_state_dict(checkpoint["network"]).size_multiple == 4
+
+    # Shipped under a name of its own, the card says how to rebuild it, and Model does.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import record_run
+    from scratchnn import model
+    shipped = tmp_path / "pretrained"
+    record_run.main([str(out), str(tmp_path / "record"), "--command", "train ...", "--ship",
+                     "--name", "unet-mine", "--pretrained-dir", str(shipped)])
+    card = json.loads((shipped / "unet-mine.json").read_text())
+    assert card["network"]["options"] == {"depth": 2, "upsampling": "nearest"}
+    assert card["training"]["lr_schedule"] == "rampdown" and card["training"]["total_steps"] == 6
+    assert "FreshPairs" in card["data"]["source"] and "16x16" in card["data"]["source"]
+    monkeypatch.setattr(model, "shipped_networks", lambda: {"unet-mine": card})
+    rebuilt = model.Model(network="unet-mine")
+    rebuilt.network.load_state_dict(torch.load(shipped / "unet-mine.pth", weights_only=True))
+    assert rebuilt.architecture == "unet" and rebuilt.network.size_multiple == 4
 
 
 @pytest.mark.parametrize("arguments,message", [

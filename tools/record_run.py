@@ -68,28 +68,57 @@ def summary(run_dir, command, threads):
     }
 
 
-def card(record, history, network_file):
+NETWORK_OPTIONS = ("depth", "upsampling")   # the U-Net's, stored in the run's config
+
+
+def data_source(config):
+    """How the training pairs were made, in one line."""
+    if "crop" in config:  # fresh pairs for every step (--data cbsd432 or a folder)
+        return (f"{config['data']}: scratchnn.data.FreshPairs, a fresh batch of "
+                f"{config['crop']}x{config['crop']} crops and noise for every step, "
+                f"noise={config['noise']}, augment={config['augment']}, "
+                f"{'clipped uint8' if config['clip'] else 'unclipped float'} noisy images")
+    return (f"{config['data']}: scratchnn.data.make_noise2noise_pairs("
+            f"{config['num_train']}, seed={config['seed']}, noise={config['noise']}, "
+            f"augment={config['augment']}, recolour={config.get('recolour', False)})")
+
+
+def standard_psnrs(results_file, name):
+    """``{set: {sigma: PSNR}}`` of the rows of ``benchmarks/standard_sets.py``'s JSON measured
+    for the method ``name``; empty when there are none."""
+    if results_file is None or not Path(results_file).exists():
+        return {}
+    found = {}
+    for row in json.loads(Path(results_file).read_text())["rows"]:
+        if row["method"] == name:
+            found.setdefault(row["set"], {})[f"{row['sigma']:g}"] = round(row["psnr_db"], 3)
+    return found
+
+
+def card(record, history, network_file, name=None, standard=None):
     """The JSON card shipped beside the weights: what, how trained, how good, on what."""
     config = record["config"]
+    name = name or config["network"]
     at_best = history["epoch"].index(record["best_epoch"])
+    options = {key: config[key] for key in NETWORK_OPTIONS if key in config}
+    schedule = {key: config[key] for key in ("lr_schedule", "total_steps", "steps_per_epoch")
+                if key in config}
     return {
-        "what": f"Weights of the {config['network']} network ({config['channels']} channels), "
-                f"trained with the from-scratch framework (scratchnn.nn); the epoch with the best "
-                f"validation PSNR. Loaded by scratchnn.Model(network="
-                f"{config['network']!r}).load_pretrained_model().",
+        "what": f"Weights of the {config['network']} network ({config['channels']} channels"
+                + "".join(f", {key} {value}" for key, value in options.items())
+                + f"), trained with the from-scratch framework (scratchnn.nn); the epoch with "
+                  f"the best validation PSNR. Loaded by scratchnn.Model(network={name!r})"
+                  f".load_pretrained_model().",
         "commands": [record["command"]],
         "then": f"python tools/record_run.py RUN results/... --ship  (copies RUN/best.pth to "
                 f"scratchnn/pretrained/{network_file})",
         "network": {"kind": config["network"], "channels": config["channels"],
-                    "framework": config["framework"]},
+                    "framework": config["framework"]} | ({"options": options} if options else {}),
         "training": {key: config[key] for key in
                      ("optimizer", "lr", "batch_size", "seed", "dtype", "augment")}
         | {"recolour": config.get("recolour", False),      # absent from older records
-           "epochs": record["epochs_done"], "best_epoch": record["best_epoch"]},
-        "data": {"source": f"{config['data']}: scratchnn.data.make_noise2noise_pairs("
-                           f"{config['num_train']}, seed={config['seed']}, "
-                           f"noise={config['noise']}, augment={config['augment']}, "
-                           f"recolour={config.get('recolour', False)})",
+           "epochs": record["epochs_done"], "best_epoch": record["best_epoch"]} | schedule,
+        "data": {"source": data_source(config),
                  "noise": config["noise"], "num_pairs": config["num_train"],
                  "clean_targets": config["clean_targets"],
                  "validation": "photos: make_validation_set(1000, seed=0) (held-out photographs); "
@@ -109,7 +138,7 @@ def card(record, history, network_file):
         "machine": record["machine"],
         "date": record["date"],
         "best_epoch_index": at_best,
-    }
+    } | ({"standard_sets_psnr_db": standard} if standard else {})
 
 
 def main(argv=None):
@@ -120,6 +149,12 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="torch threads the run used")
     parser.add_argument("--ship", action="store_true",
                         help="copy best.pth into the package's pretrained/ folder with its card")
+    parser.add_argument("--name", default=None,
+                        help="ship under this name (scratchnn/pretrained/NAME.pth; "
+                             "Model(network=NAME)). Default: the architecture's name")
+    parser.add_argument("--standard-results", type=Path, default=None,
+                        help="benchmarks/standard_sets.py's JSON: its rows for --name go into "
+                             "the card")
     parser.add_argument("--pretrained-dir", type=Path,
                         default=ROOT / "scratchnn" / "pretrained",
                         help="where shipped weights live. Default: %(default)s")
@@ -133,12 +168,13 @@ def main(argv=None):
     print(f"recorded {args.run_dir} in {args.record_dir}: best epoch {record['best_epoch']}, "
           f"{record['best_val_psnr_db']:.2f} dB")
     if args.ship:
-        network = record["config"]["network"]
+        network = args.name or record["config"]["network"]
         history = json.loads((args.run_dir / "history.json").read_text())
         shipped = args.pretrained_dir
         shipped.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(args.run_dir / "best.pth", shipped / f"{network}.pth")
-        text = json.dumps(card(record, history, f"{network}.pth"), indent=2) + "\n"
+        text = json.dumps(card(record, history, f"{network}.pth", network,
+                               standard_psnrs(args.standard_results, network)), indent=2) + "\n"
         (shipped / f"{network}.json").write_text(text)
         print(f"shipped {shipped / network}.pth and its card")
 
