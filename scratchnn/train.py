@@ -21,6 +21,7 @@ What the loop guarantees:
   step, so W processes train the network one process would; only process 0 validates and
   writes files.
 """
+import io
 import json
 import math
 import os
@@ -32,7 +33,8 @@ import torch
 from . import distributed, nn
 from .data import to_float
 from .files import (BEST_WEIGHTS_FILE, HISTORY_FILE, PLOT_FILE, WEIGHTS_FILE, check_run_folder,
-                    load_checkpoint, save_checkpoint, save_weights, write_atomically)
+                    load_checkpoint, remove_old_run, save_checkpoint, save_weights,
+                    write_atomically)
 from .metrics import psnr
 from .settings import TrainSettings, optimizer_kind
 
@@ -231,11 +233,11 @@ def validation_psnr(stepper, noisy, clean, dtype):
 
 def save_history_and_plot(out_dir, history, label):
     from .plotting import save_psnr_plot  # matplotlib is only needed when files are written
-    text = json.dumps(history, indent=1)
-    write_atomically(Path(out_dir) / HISTORY_FILE, lambda path: Path(path).write_text(text))
+    write_atomically(Path(out_dir) / HISTORY_FILE, json.dumps(history, indent=1).encode())
     if any(value is not None for value in history["val_psnr"]):
-        write_atomically(Path(out_dir) / PLOT_FILE,
-                         lambda path: save_psnr_plot({label: history}, path))
+        plot = io.BytesIO()
+        save_psnr_plot({label: history}, plot, "png")
+        write_atomically(Path(out_dir) / PLOT_FILE, plot.getvalue())
 
 
 def new_history(baseline_psnr, other_baselines):
@@ -394,6 +396,8 @@ def train(network, train_input, train_target, num_epochs, *, settings=None, opti
     check_training_data(train_input, train_target, validation)
     if out_dir is not None:  # in every process, before process 0 may write anything
         check_run_folder(out_dir, resume, overwrite)
+        if overwrite and distributed.is_main_process():  # no old network.pth beside the new run
+            remove_old_run(out_dir)
     device, dtype = resolve_device(settings.device), settings.dtype
     network.to(device=device, dtype=dtype)
     reduce_gradients = distributed.all_reduce_gradients if distributed.world_size() > 1 else None
