@@ -128,6 +128,17 @@ def test_train_with_overwrite_never_shows_the_old_network(finished_run, tmp_path
     assert seen == [False] and (folder / WEIGHTS_FILE).exists()
 
 
+def test_a_stopped_run_never_suggests_a_resume_that_would_fail(finished_run, tmp_path):
+    """Stopped before --overwrite removed the old run: its checkpoint has other settings."""
+    folder = copy_of(finished_run, tmp_path / "run")
+    argv = TINY_RUN + ["--lr", "0.5", "--out", str(folder), "--overwrite"]
+    args = scratchnn.cli.make_parser().parse_args(argv)
+    assert scratchnn.cli.saved_so_far(args, argv).startswith("nothing was saved")
+    argv = TINY_RUN + ["--out", str(folder), "--overwrite"]  # the same settings: it would work
+    args = scratchnn.cli.make_parser().parse_args(argv)
+    assert scratchnn.cli.saved_so_far(args, argv).endswith("--resume")
+
+
 # --- 2. no silent bad result ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
