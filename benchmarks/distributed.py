@@ -201,7 +201,7 @@ def main():
                          "optimizer": "adam", "dtype": "float32", "rounds": args.rounds,
                          "warmup_steps": WARMUP_STEPS},
               "summary": summarise(runs), "runs": runs}
-    write_atomically(args.json, lambda path: Path(path).write_text(json.dumps(result, indent=1)))
+    write_atomically(args.json, json.dumps(result, indent=1).encode())
     for name, row in result["summary"].items():
         print(f"{name}: {row['epoch_seconds']:.2f} s per epoch, speed-up {row['speedup']:.2f}, "
               f"all-reduce {row['allreduce_seconds']:.2f} s "

@@ -1,9 +1,12 @@
-"""The command line: ``python -m scratchnn train ...`` and ``python -m scratchnn denoise IN OUT``.
+"""The command line: ``python -m scratchnn train ...`` and ``python -m scratchnn denoise IN OUT``
+(or ``denoise IN... --out-dir DIR``).
 
 ``train`` builds the data and the network from its options and hands them to
-``scratchnn.train.train``; ``denoise`` runs a trained network on an image file of any size.
+``scratchnn.train.train``; ``denoise`` runs a trained network on image files of any size.
 Every default comes from ``scratchnn.settings``. Run ``python -m scratchnn train --help`` for
-every option. A user mistake ends with one ``error:`` line and exit code 2, never a traceback.
+every option. Everything that can be checked without the data or the pixels is checked before
+any work. A user mistake ends with one ``error:`` line and exit code 2, a failure along the way
+(divergence, a full disk) with one line and exit code 1, never a traceback (see ``main``).
 
 ``train`` runs unchanged under ``torchrun`` (data-parallel training, chapter 10)::
 
@@ -13,21 +16,30 @@ Each process joins the group (``scratchnn.distributed.start``) and calls ``train
 process 0 prints and writes files.
 """
 import argparse
+import contextlib
+import math
 import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from . import data, datasets, distributed, settings
-from .files import CHECKPOINT_FILE, check_run_folder, load_checkpoint, read_network_weights
-from .imagefile import check_distinct_paths, image_format, read_image, write_image
+from .files import (CHECKPOINT_FILE, check_can_write_in, check_run_folder, load_checkpoint,
+                    read_network_weights, remove_old_run)
+from .imagefile import (DEFAULT_QUALITY, LOSSY_FORMATS, check_before_denoising,
+                        check_output_folder, image_files_in, image_format, read_image,
+                        write_image)
 from .inference import denoise
 from .model import best_shipped_network, load_pretrained_state_dict
 from .networks import ARCHITECTURES, architecture, build_network, check_trainable_size
 from .networks import network_from_state_dict
-from .train import TrainingDiverged, resolve_device, train
+from .progress import progress_bar
+from .train import TrainingDiverged, check_same_run, resolve_device, train
 
 # --- data ----------------------------------------------------------------------------------------
 
@@ -196,10 +208,12 @@ def say(message):
 def train_command(args):
     if args.threads:
         torch.set_num_threads(args.threads)
-    check_run_folder(args.out, args.resume, args.overwrite)
+    check_before_training(args)  # nothing is built or written before every check has passed
     if nothing_left_to_do(args):
         return 0
-    device = distributed.start(resolve_device(args.device))  # joins torchrun's group, if any
+    device = resolve_device(args.device)
+    replace_old_run(args)
+    device = distributed.start(device)  # joins torchrun's group, if any
     try:
         return train_on_this_device(args, device)
     finally:
@@ -234,6 +248,7 @@ def train_on_this_device(args, device):
     history = train(network, train_input, train_target, args.epochs, settings=train_settings,
                     validation=validation, out_dir=args.out, resume=args.resume,
                     overwrite=args.overwrite, config=run_config(args),
+                    callbacks=[epoch_logger(list(validation), args.epochs)],
                     steps_per_epoch=(args.steps_per_epoch or settings.DEFAULT_STEPS_PER_EPOCH)
                     if fresh else None)
     if distributed.is_main_process():  # the others have no validation PSNRs to report
@@ -244,17 +259,142 @@ def train_on_this_device(args, device):
     return 0
 
 
-def interrupted_message(args, argv):
-    """What Ctrl-C during ``train`` leaves behind, and the command that continues it."""
-    checkpoint = load_checkpoint(args.out) if (Path(args.out) / CHECKPOINT_FILE).exists() \
-        else None
+# --- train: every check before the work ----------------------------------------------------------
+
+
+def check_before_training(args):
+    """Every check that needs no data, before any data is built or any file is touched.
+
+    Building 50,000 training pairs takes a while; a typing mistake in ``--lr`` or ``--out``
+    must not be found after it. Checked: the run folder (a folder, writable, not holding another
+    run unasked), the learning rate and the optimizer's settings, the data files, and with
+    ``--resume`` the checkpoint and the settings it was made with.
+    """
+    check_run_folder(args.out, args.resume, args.overwrite)
+    check_can_write_in(args.out, f"--out {args.out}")
+    check_optimizer_settings(args)
+    check_data_files(args)
+    if args.resume:
+        check_resumable(args)
+
+
+def check_optimizer_settings(args):
+    """A learning rate that can train (finite, > 0), and settings the optimizer accepts."""
+    if args.lr is not None and not 0 < args.lr < math.inf:
+        raise ValueError(f"--lr must be a finite number > 0, got {args.lr:g}")
+    if not 0 <= args.momentum < math.inf:
+        raise ValueError(f"--momentum must be a finite number >= 0, got {args.momentum:g}")
+    settings.TrainSettings(optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+                           batch_size=args.batch_size)  # refuses e.g. --momentum with Adam
+
+
+def check_data_files(args):
+    """The data files named on the command line exist."""
+    for option, path in (("--train-file", args.train_file), ("--val-file", args.val_file)):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"{option} {path}: no such file")
+
+
+def check_resumable(args):
+    """``--resume`` needs a checkpoint of this run in ``--out``.
+
+    Refused: no checkpoint at all (a typing mistake in the folder's name must not quietly start
+    a new run), a file that is not a checkpoint, a checkpoint made with other settings.
+    """
+    checkpoint = load_checkpoint(args.out)
     if checkpoint is None:
-        return "interrupted before the first checkpoint was written; nothing was saved"
+        raise FileNotFoundError(f"--resume: there is no {CHECKPOINT_FILE} in {args.out}, so "
+                                f"no run to continue; check the folder's name, or leave out "
+                                f"--resume to start a new run")
+    check_same_settings(checkpoint, args)
+
+
+def settings_on_the_command_line(args):
+    """The part of a checkpoint's ``config`` that the command line decides, known before any
+    data is built (``train`` adds what depends on the data, e.g. the number of pairs)."""
+    kind = settings.optimizer_kind(args.optimizer)
+    return {**run_config(args), "seed": args.seed, "batch_size": args.batch_size,
+            "optimizer": kind.scratch.__name__,
+            "lr": kind.default_lr if args.lr is None else args.lr,
+            "momentum": args.momentum, "framework": args.framework}
+
+
+def check_same_settings(checkpoint, args):
+    """Raise a ``ValueError`` unless ``checkpoint`` was made with this command's settings."""
+    current = settings_on_the_command_line(args)
+    check_same_run({key: checkpoint["config"].get(key) for key in current}, current)
+
+
+def replace_old_run(args):
+    """``--overwrite``: delete the old run's files now, before anything else happens.
+
+    Otherwise its ``network.pth`` and ``best.pth`` would stay beside the new run until the new
+    run writes its own, and an interrupted new run would look like the old one.
+    """
+    if args.overwrite and distributed.is_main_process():
+        removed = remove_old_run(args.out)
+        if removed:
+            say(f"--overwrite: removed the previous run's {', '.join(removed)} from {args.out}")
+
+
+# --- train: what a long run tells ----------------------------------------------------------------
+
+
+def epoch_logger(set_names, num_epochs):
+    """A callback for ``train`` that prints one line per epoch, whatever the progress bars do.
+
+    With the bars off (``TQDM_DISABLE=1``, ``nohup``, a cluster job) these lines are the log of
+    a run that may last hours. ``set_names`` are the validation sets, the main one first.
+    """
+    def log_epoch(epoch, history):
+        if distributed.is_main_process():  # the others measure no validation PSNR
+            print(epoch_line(epoch, num_epochs, history, set_names), flush=True)
+    return log_epoch
+
+
+def epoch_line(epoch, num_epochs, history, set_names):
+    """``epoch 3/20: train loss 0.004123; validation photos 27.41 dB, varied 29.80 dB; 213 s;
+    best so far: epoch 3 (27.41 dB)`` (PSNRs; the time is the epoch's training)."""
+    psnrs = [history["val_psnr"][-1]] + [history["other_val_psnr"][name][-1]
+                                         for name in set_names[1:]]
+    measured = ", ".join(f"{name} {value:.2f} dB" for name, value in zip(set_names, psnrs))
+    best = history["best_epoch"]
+    best_psnr = history["val_psnr"][history["epoch"].index(best)]
+    return (f"epoch {epoch}/{num_epochs}: train loss {history['train_loss'][-1]:.6f}; "
+            f"validation {measured}; {history['seconds'][-1]:.0f} s; "
+            f"best so far: epoch {best} ({best_psnr:.2f} dB)")
+
+
+def saved_so_far(args, argv):
+    """What a stopped ``train`` leaves in ``--out``, and the command that continues it.
+
+    ``--resume`` is suggested only when it would work: a readable checkpoint of this run.
+    """
+    epoch = resumable_epoch(args)
+    if epoch is None:
+        return "nothing was saved: this run had not written its first checkpoint yet"
     command = [arg for arg in argv if arg not in ("--resume", "--overwrite")] + ["--resume"]
     launcher = "torchrun [its options] -m scratchnn" if distributed.launched_by_torchrun() \
         else "python -m scratchnn"
-    return (f"interrupted: epoch {checkpoint['epoch']}, the last one finished, is saved in "
-            f"{args.out}; continue with: {launcher} {shlex.join(command)}")
+    return (f"epoch {epoch}, the last one finished, is saved in {args.out}; continue with: "
+            f"{launcher} {shlex.join(command)}")
+
+
+def resumable_epoch(args):
+    """The epoch ``--resume`` would continue after, or None when it would fail: no checkpoint,
+    an unreadable one, or one of another run (one that ``--overwrite`` had not yet removed)."""
+    try:
+        checkpoint = load_checkpoint(args.out)
+        if checkpoint is not None:
+            check_same_settings(checkpoint, args)
+    except (ValueError, OSError):
+        return None
+    return None if checkpoint is None else checkpoint["epoch"]
+
+
+def interrupted_message(args, argv, what="interrupted"):
+    """What Ctrl-C (or SIGTERM: ``what``) during a command leaves behind."""
+    return f"{what}: {saved_so_far(args, argv)}" if args.command == "train" else what
 
 
 # --- denoise -------------------------------------------------------------------------------------
@@ -271,17 +411,81 @@ def load_network(path):
 def denoise_command(args):
     if args.threads:
         torch.set_num_threads(args.threads)
-    check_distinct_paths(args.input, args.output)  # every check before any work or any write
-    image_format(args.output)
+    jobs = denoise_jobs(args)
+    quality = output_quality(args, jobs)
+    for source, target in jobs:  # every check before any work or any write
+        check_before_denoising(source, target, quality)
+    check_output_folders(args, jobs)
     network = load_network(args.weights).to(device=resolve_device(args.device))
-    image, colour_channels, alpha = read_image(args.input)
-    started = time.perf_counter()
-    denoised = denoise(network, image)
-    write_image(args.output, denoised, colour_channels, alpha)
-    height, width = image.shape[2:]
-    print(f"denoised {args.input} ({width}x{height}) in {time.perf_counter() - started:.1f} s "
-          f"-> {args.output}")
+    if args.out_dir is not None:
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    for source, target in progress_bar(jobs, "images", progress=len(jobs) > 1):
+        denoise_file(network, source, target, quality)
     return 0
+
+
+def denoise_jobs(args):
+    """The ``(input, output)`` paths to denoise: ``IN OUT``, or ``IN... --out-dir DIR`` where
+    each image keeps its name and a folder stands for the image files in it."""
+    paths = [Path(path) for path in args.images]
+    if args.out_dir is None:
+        if len(paths) != 2:
+            raise ValueError(f"expected IN OUT (an image, and the file to write), got "
+                             f"{len(paths)} path(s); to denoise several images or a folder, "
+                             f"add --out-dir DIR")
+        if paths[1].is_dir():
+            raise ValueError(f"{paths[1]} is a folder; to write into it, use --out-dir "
+                             f"{paths[1]}")
+        return [(paths[0], paths[1])]
+    out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out-dir {out_dir} is a file; expected a folder")
+    sources = [image for path in paths
+               for image in (image_files_in(path) if path.is_dir() else [path])]
+    jobs, written_by = [], {}
+    for source in sources:
+        target = out_dir / source.name
+        if target in written_by:
+            raise ValueError(f"{written_by[target]} and {source} would both be written to "
+                             f"{target}; denoise them into different folders")
+        written_by[target] = source
+        jobs.append((source, target))
+    return jobs
+
+
+def output_quality(args, jobs):
+    """The JPEG and WebP quality: ``--quality``, refused (not ignored) when no output is a JPEG
+    or a WebP file."""
+    if args.quality is None:
+        return DEFAULT_QUALITY
+    formats = {image_format(target) for _, target in jobs}
+    if not formats & set(LOSSY_FORMATS):
+        raise ValueError(f"--quality applies to JPEG and WebP files; the output is "
+                         f"{' and '.join(sorted(formats))}")
+    return args.quality
+
+
+def check_output_folders(args, jobs):
+    """The folders the images go to exist (``--out-dir`` is made if missing) and are writable."""
+    if args.out_dir is not None:
+        check_can_write_in(args.out_dir, f"--out-dir {args.out_dir}")
+        return
+    for _, target in jobs:
+        check_output_folder(target)
+
+
+def denoise_file(network, source, target, quality):
+    """Read, denoise (a bar counts the tiles of a large image), write; then one line."""
+    image, colour_channels, alpha = read_image(source)
+    started = time.perf_counter()
+    try:
+        denoised = denoise(network, image, progress=source.name)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}; nothing was written to {target}") from None
+    write_image(target, denoised, colour_channels, alpha, quality)
+    height, width = image.shape[2:]
+    tqdm.write(f"denoised {source} ({width}x{height}) in {time.perf_counter() - started:.1f} s "
+               f"-> {target}")
 
 
 # --- download ------------------------------------------------------------------------------------
@@ -310,6 +514,17 @@ def positive_int(text):
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def quality_value(text):
+    """An argparse type: a JPEG/WebP quality, a whole number from 1 to 100."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 100, got {text!r}")
     return value
 
 
@@ -449,12 +664,22 @@ def make_parser():
         add_arguments(train_parser)
     train_parser.set_defaults(run=train_command)
     denoise_parser = commands.add_parser(
-        "denoise", help="denoise an image file of any size",
-        description="Denoise an image (PNG, JPEG, ...; grayscale, RGB or RGBA) of any size with "
-                    "a trained network. The output's format follows its extension.")
-    denoise_parser.add_argument("input", help="the noisy image")
-    denoise_parser.add_argument("output",
-                                help="where to write the denoised image (8 bits per channel)")
+        "denoise", help="denoise image files of any size",
+        description="Denoise images (PNG, JPEG, ...; grayscale, RGB or RGBA) of any size with "
+                    "a trained network: IN OUT writes one image, whose format follows OUT's "
+                    "extension; IN... --out-dir DIR writes each image (or each image of a "
+                    "folder) into DIR under its own name. Everything is checked before the "
+                    "first image is denoised.")
+    denoise_parser.add_argument("images", nargs="+", metavar="IMAGE",
+                                help="IN OUT: the noisy image and where to write the denoised "
+                                     "one (8 bits per channel); with --out-dir: noisy images "
+                                     "and folders of them")
+    denoise_parser.add_argument("--out-dir", default=None,
+                                help="write every denoised image into this folder (made if "
+                                     "missing), under the name of its input")
+    denoise_parser.add_argument("--quality", type=quality_value, default=None,
+                                help=f"quality of JPEG and WebP outputs, 1 (smallest file) to "
+                                     f"100. Default: {DEFAULT_QUALITY}")
     denoise_parser.add_argument("--weights", default=None,
                                 help="network.pth, best.pth or a checkpoint.pt. Default: the "
                                      "best network shipped with the package "
@@ -479,24 +704,81 @@ def make_parser():
     return parser
 
 
+# --- the entry point: one line for every failure -------------------------------------------------
+
+# Mistakes in the command (a file that is missing, a folder that cannot be written, a bad
+# value): exit code 2, like argparse's own errors.
+COMMAND_MISTAKES = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+                    PermissionError)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, as an exception: how a cluster's scheduler, ``kill`` or torchrun stop a job.
+
+    A kind of KeyboardInterrupt, so SIGTERM stops a command exactly as Ctrl-C does: the file
+    being written is dropped, the last checkpoint stays, and the command that resumes is shown.
+    """
+
+
+@contextlib.contextmanager
+def sigterm_stops_like_ctrl_c():
+    """Within the block, SIGTERM raises ``Terminated``; a second SIGTERM stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may handle signals
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def stop(signal_number, frame):
+        signal.signal(signal.SIGTERM, previous)
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def fail(message, exit_code):
+    """Report a failure in one line (under torchrun: process 0 prints it, and every process
+    leaves it for torchrun's own report); returns the exit code."""
+    if distributed.is_main_process():
+        print(message, file=sys.stderr, flush=True)
+    distributed.report_error_to_torchrun(message.strip())
+    return exit_code
+
+
+def os_error_in_words(error):
+    """An ``OSError`` as a sentence, without Python's ``[Errno 28]`` prefix."""
+    if error.strerror is None:
+        return str(error)
+    return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+
+
 def main(argv=None):
-    """Entry point of ``python -m scratchnn`` and of the ``scratchnn`` console script."""
+    """Entry point of ``python -m scratchnn`` and of the ``scratchnn`` console script.
+
+    Every failure the user can do something about ends in one ``error:`` line and an exit code:
+    2 for a mistake in the command, 1 for a failure along the way (training diverged, the disk
+    is full), 130 for Ctrl-C and 143 for SIGTERM. Exit codes are never 0 after a failure, also
+    under ``torchrun``: a script or a scheduler must see it. torchrun then adds a report of its
+    own after our line; its "Root Cause" repeats our line (``report_error_to_torchrun``).
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = make_parser()
     args = parser.parse_args(argv)
-    # Under torchrun every process meets the same error; only process 0 reports it.
-    speaks = distributed.is_main_process()
     try:
-        return args.run(args)
+        with sigterm_stops_like_ctrl_c():
+            return args.run(args)
     except TrainingDiverged as error:
-        if speaks:
-            print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        message = interrupted_message(args, argv) if args.command == "train" else "interrupted"
-        if speaks:
-            print(f"\n{message}", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-            PermissionError) as error:
-        parser.exit(2, f"error: {error}\n" if speaks else None)
+        return fail(f"error: {error}", 1)
+    except KeyboardInterrupt as interrupt:
+        if isinstance(interrupt, Terminated):
+            return fail(interrupted_message(args, argv, "terminated (SIGTERM)"), 143)
+        return fail("\n" + interrupted_message(args, argv), 130)  # after the terminal's ^C
+    except COMMAND_MISTAKES as error:
+        fail(f"error: {error}", 2)
+        parser.exit(2)
+    except OSError as error:  # the machine rather than the command: a full disk, a lost drive
+        during = f"; {saved_so_far(args, argv)}" if args.command == "train" else ""
+        return fail(f"error: {os_error_in_words(error)}{during}", 1)

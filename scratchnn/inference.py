@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional
 
 from .networks import SIZE_MULTIPLE
+from .progress import progress_bar
 
 
 def check_images(images, name="input"):
@@ -56,7 +57,7 @@ def size_multiple_of(network):
     return getattr(network, "size_multiple", SIZE_MULTIPLE)
 
 
-def apply_in_tiles(network, images, tile=192, margin=None):
+def apply_in_tiles(network, images, tile=192, margin=None, progress=None):
     """Run ``network`` on padded images (N, 3, H, W) a tile at a time, with overlapping margins.
 
     Why: a network keeps several maps of 48 to 100 channels per pixel for its backward pass and
@@ -67,6 +68,9 @@ def apply_in_tiles(network, images, tile=192, margin=None):
     the receptive-field radius (31 pixels for the 3-level U-Net, m = 8; 4m - 1 for a U-Net of
     any depth), the result equals the whole-image result (up to rounding: the matrix products
     are split differently).
+
+    ``progress``, when given, is a description: a progress bar then counts the tiles (a large
+    photograph takes minutes on a CPU).
     """
     multiple = size_multiple_of(network)
     margin = 4 * multiple if margin is None else margin
@@ -76,50 +80,66 @@ def apply_in_tiles(network, images, tile=192, margin=None):
     if height <= tile + margin and width <= tile + margin:
         return network.forward(images)
     out = images.new_empty(images.shape)
-    for top, window_top in window_starts(height, tile, margin):
+    tiles = [(top, window_top, left, window_left)
+             for top, window_top in window_starts(height, tile, margin)
+             for left, window_left in window_starts(width, tile, margin)]
+    for top, window_top, left, window_left in tile_progress(tiles, progress):
         window_bottom = min(top + tile + margin, height)
-        for left, window_left in window_starts(width, tile, margin):
-            window_right = min(left + tile + margin, width)
-            window = images[:, :, window_top:window_bottom, window_left:window_right]
-            result = network.forward(window)
-            rows = slice(top - window_top, top - window_top + min(tile, height - top))
-            cols = slice(left - window_left, left - window_left + min(tile, width - left))
-            out[:, :, top:top + tile, left:left + tile] = result[:, :, rows, cols]
+        window_right = min(left + tile + margin, width)
+        window = images[:, :, window_top:window_bottom, window_left:window_right]
+        result = network.forward(window)
+        rows = slice(top - window_top, top - window_top + min(tile, height - top))
+        cols = slice(left - window_left, left - window_left + min(tile, width - left))
+        out[:, :, top:top + tile, left:left + tile] = result[:, :, rows, cols]
     return out
 
 
-def denoise(network, images, pixels_per_batch=64 * 32 * 32):
+def tile_progress(tiles, description):
+    """``tiles``, behind a progress bar when there is a ``description`` (and bars are on)."""
+    if description is None:
+        return tiles
+    return progress_bar(tiles, f"{description}, tiles", progress=True)
+
+
+def denoise(network, images, pixels_per_batch=64 * 32 * 32, progress=None):
     """Denoise (N, 3, H, W) images with values 0..255 (any H, W) into floats in [0, 255].
 
     Images go through the network in batches of about ``pixels_per_batch`` pixels (a large image
     alone, in tiles), so memory stays bounded. The output is on the input's device; the network
-    may be on another (e.g. the GPU).
+    may be on another (e.g. the GPU). ``progress``, a description, shows a bar over the tiles of
+    a large image. A network whose output is NaN or infinite (broken weights) raises a
+    ``ValueError`` rather than return a black image.
     """
     check_images(images)
     device, dtype = network_device_and_dtype(network)
     per_batch = max(1, pixels_per_batch // (images.shape[2] * images.shape[3]))
-    return torch.cat([denoise_batch(network, images[start:start + per_batch], device, dtype)
+    return torch.cat([denoise_batch(network, images[start:start + per_batch], device, dtype,
+                                    progress)
                       for start in range(0, len(images), per_batch)])
 
 
-def denoise_batch(network, images, device, dtype):
+def denoise_batch(network, images, device, dtype, progress=None):
     """Scale to [0, 1], run the network (``run_network``), scale back and clip to [0, 255]."""
-    denoised = run_network(network, images.to(device=device, dtype=dtype) / 255)
+    denoised = run_network(network, images.to(device=device, dtype=dtype) / 255,
+                           progress=progress)
+    if not torch.isfinite(denoised).all():
+        raise ValueError("the network's output holds NaN or infinite values: its weights are "
+                         "broken (saved by a training run that diverged?); use other weights")
     return (denoised * 255).clamp(0, 255).to(images.device)
 
 
-def run_network(network, images, tile=192):
+def run_network(network, images, tile=192, progress=None):
     """The network's raw output for float images scaled to [0, 1], of any H and W.
 
     Pads H and W to the network's multiple, runs it in tiles, crops the padding; nothing is
     checked or clipped, so values outside [0, 1] go through as they are: the standard protocol
     of the denoising literature feeds the noisy image unclipped (``scratchnn.benchmark``).
-    ``images`` must be on the network's device, in its dtype; ``tile`` as for
+    ``images`` must be on the network's device, in its dtype; ``tile`` and ``progress`` as for
     ``apply_in_tiles``.
     """
     padded, (height, width) = pad_to_multiple(images, size_multiple_of(network))
     with torch.no_grad():  # only matters for a torch.nn twin; scratchnn never records anything
-        return apply_in_tiles(network, padded, tile)[:, :, :height, :width]
+        return apply_in_tiles(network, padded, tile, progress=progress)[:, :, :height, :width]
 
 
 def network_device_and_dtype(network):

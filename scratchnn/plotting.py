@@ -34,12 +34,13 @@ def plot_psnr_curves(histories, ax=None, show_baseline=True):
     return ax.figure
 
 
-def save_psnr_plot(histories, path):
-    """Write ``plot_psnr_curves`` to an image file (the format follows the file's suffix)."""
+def save_psnr_plot(histories, path, file_format=None):
+    """Write ``plot_psnr_curves`` to an image file: a file name (the format follows its suffix)
+    or an open binary file (then ``file_format`` names the format, e.g. ``"png"``)."""
     figure = Figure(figsize=(6, 4), dpi=100)
     plot_psnr_curves(histories, ax=figure.add_subplot())
     figure.tight_layout()
-    figure.savefig(path, format=str(path).rsplit(".", 1)[-1])
+    figure.savefig(path, format=file_format or str(path).rsplit(".", 1)[-1])
 
 
 def as_displayable(image):

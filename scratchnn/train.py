@@ -21,9 +21,9 @@ What the loop guarantees:
   step, so W processes train the network one process would; only process 0 validates and
   writes files.
 """
+import io
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -32,9 +32,11 @@ import torch
 from . import distributed, nn
 from .data import FreshPairs, to_float
 from .files import (BEST_WEIGHTS_FILE, HISTORY_FILE, PLOT_FILE, WEIGHTS_FILE, check_run_folder,
-                    load_checkpoint, save_checkpoint, save_weights, write_atomically)
+                    load_checkpoint, remove_old_run, save_checkpoint, save_weights,
+                    write_atomically)
 from .inference import run_network
 from .metrics import psnr
+from .progress import progress_bar
 from .settings import LR_SCHEDULES, TrainSettings, optimizer_kind
 
 
@@ -275,11 +277,11 @@ def validation_psnr(stepper, noisy, clean, dtype, pixels_per_batch=64 * 32 * 32)
 
 def save_history_and_plot(out_dir, history, label):
     from .plotting import save_psnr_plot  # matplotlib is only needed when files are written
-    text = json.dumps(history, indent=1)
-    write_atomically(Path(out_dir) / HISTORY_FILE, lambda path: Path(path).write_text(text))
+    write_atomically(Path(out_dir) / HISTORY_FILE, json.dumps(history, indent=1).encode())
     if any(value is not None for value in history["val_psnr"]):
-        write_atomically(Path(out_dir) / PLOT_FILE,
-                         lambda path: save_psnr_plot({label: history}, path))
+        plot = io.BytesIO()
+        save_psnr_plot({label: history}, plot, "png")
+        write_atomically(Path(out_dir) / PLOT_FILE, plot.getvalue())
 
 
 def new_history(baseline_psnr, other_baselines):
@@ -317,7 +319,8 @@ def check_same_run(saved, current):
     and the number of processes may change: with the same global batch, W processes train the
     network one process would (chapter 10)."""
     ignore = {"num_epochs", "world_size"}
-    saved = {"lr_schedule": "constant", **saved}  # runs from before schedules existed
+    if "lr_schedule" in current:  # runs from before schedules existed had a constant rate
+        saved = {"lr_schedule": "constant", **saved}
     differences = {key: (saved.get(key), current.get(key)) for key in set(saved) | set(current)
                    if key not in ignore and saved.get(key) != current.get(key)}
     if differences:
@@ -328,22 +331,6 @@ def check_same_run(saved, current):
 
 
 # --- the loop ------------------------------------------------------------------------------------
-
-
-def progress_disabled(progress):
-    return not progress or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
-
-
-def progress_bar(iterable, description, progress):
-    """A tqdm bar: a widget in a notebook, text in a terminal, and a silent pass-through when off.
-
-    ``tqdm.auto`` is imported only when the bar is shown: without ipywidgets it warns on stderr.
-    """
-    if progress_disabled(progress):
-        from tqdm import tqdm
-        return tqdm(iterable, disable=True)
-    from tqdm.auto import tqdm
-    return tqdm(iterable, desc=description, leave=False)
 
 
 def train_one_epoch(stepper, inputs, targets, order, batch_size, dtype, description, progress,
@@ -482,6 +469,8 @@ def train(network, train_input, train_target, num_epochs, *, settings=None, opti
         check_training_data(train_input, train_target, validation)
     if out_dir is not None:  # in every process, before process 0 may write anything
         check_run_folder(out_dir, resume, overwrite)
+        if overwrite and distributed.is_main_process():  # no old network.pth beside the new run
+            remove_old_run(out_dir)
     device, dtype = resolve_device(settings.device), settings.dtype
     network.to(device=device, dtype=dtype)
     reduce_gradients = distributed.all_reduce_gradients if distributed.world_size() > 1 else None

@@ -8,7 +8,8 @@ from helpers import LARGEST_ERRORS
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "slow: builds the whole book or runs a browser; deselect with -m 'not slow'")
+        "markers", "slow: builds the whole book, runs a browser or executes a notebook; deselect "
+        "with -m 'not slow'")
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -142,6 +142,22 @@ def test_two_processes_leave_only_the_run_files(runs):
     assert sorted(path.name for path in (folder / "two").iterdir()) == sorted(RUN_FILES)
 
 
+def test_an_error_under_torchrun_is_our_line_then_torchruns_report_naming_it(tmp_path):
+    """Each process meets the bad --lr before any work and exits with code 2; process 0 prints
+    the one error line. torchrun then prints its own report of the failed processes (its
+    traceback, not ours), whose "Root Cause" is our line."""
+    command = [*TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "scratchnn",
+               *TINY_RUN, "--lr", "-1", "--out", str(tmp_path / "run")]
+    environment = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=environment, capture_output=True, text=True,
+                            timeout=300)
+    line = "error: --lr must be a finite number > 0, got -1"
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[0] == line  # printed once, by process 0, first
+    assert f"traceback : {line}" in result.stderr.split("Root Cause")[1]
+    assert not (tmp_path / "run").exists()
+
+
 # --- train() in two spawned processes: uneven shards, an empty shard, the torch twin ------------
 
 NUM_PAIRS, BATCH = 29, 7  # batches of 7, 7, 7, 7 and 1: shards of 4 and 3, then 1 and none
