@@ -50,7 +50,8 @@ import torch.distributed as dist
 from scratchnn import build_network, distributed
 from scratchnn.data import make_noise2noise_pairs
 from scratchnn.files import write_atomically
-from scratchnn.train import epoch_permutation, make_stepper, train_one_epoch
+from scratchnn.steppers import make_stepper
+from scratchnn.train import epoch_permutation, train_one_epoch
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGURATIONS = {"1x1": (1, 1), "2x1": (2, 1), "1x2": (1, 2)}  # name: (processes, threads)

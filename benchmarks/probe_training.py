@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scratchnn import build_network  # noqa: E402
 from scratchnn.data import FreshPairs, load_photo  # noqa: E402
-from scratchnn.train import make_stepper  # noqa: E402
+from scratchnn.steppers import make_stepper  # noqa: E402
 
 CANDIDATES = [  # (depth, upsampling, crop, batch): 64x64 crops at 16 a batch = 65,536 pixels
     (3, "transposed", 32, 32),

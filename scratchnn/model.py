@@ -15,7 +15,8 @@ import torch
 from .inference import check_images, denoise
 from .networks import ARCHITECTURES, build_network, check_trainable_size
 from .settings import DEFAULT_BATCH_SIZE, TrainSettings
-from .train import make_optimizer, train
+from .optimizers import make_optimizer
+from .train import train
 
 PRETRAINED = "pretrained"
 

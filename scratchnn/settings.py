@@ -1,14 +1,15 @@
-"""Every default of training in one visible block, and the registry of optimizers.
+"""Every default of training in one visible block, and the settings of one training run.
 
 The command line, the course's ``Model`` and ``train()`` all read their defaults from here, so
 a reader finds and changes a setting in one place (the style of nanoGPT's ``train.py``).
-Adding an optimizer means adding one line to ``OPTIMIZERS``.
+The optimizers themselves (their registry, the factory) are in ``scratchnn.optimizers``.
 """
 from dataclasses import dataclass
 
 import torch
 
-from . import nn
+# The registry of optimizers lives in optimizers.py; the command line reads it here too.
+from .optimizers import LR_SCHEDULES, OPTIMIZERS, check_momentum, optimizer_kind  # noqa: F401
 
 # --- the defaults --------------------------------------------------------------------------------
 
@@ -27,36 +28,9 @@ DEFAULT_NUM_VAL = 1000          # the course's validation set size
 DEFAULT_NOISE = "gaussian:25"   # the Noise2Noise paper's sigma = 25 (on 0..255)
 VALIDATION_SEED = 0             # the same validation images whatever the training seed
 DEFAULT_LR_SCHEDULE = "constant"
-LR_SCHEDULES = ("constant", "cosine", "rampdown")   # see train.scheduled_learning_rate
 # Training on a standard set (``--data cbsd432`` or a folder): fresh crops and noise every step.
 DEFAULT_CROP = 32               # the course's; 64 or more suits a deeper U-Net
 DEFAULT_STEPS_PER_EPOCH = 1000
-
-
-@dataclass(frozen=True)
-class OptimizerKind:
-    """An optimizer the package can train with, in both frameworks.
-
-    ``default_lr`` suits an MSE averaged over N*C*H*W elements, whose gradients are tiny, so
-    plain SGD needs a large step (chapter 6).
-    """
-    default_lr: float
-    scratch: type        # the from-scratch class (scratchnn.nn)
-    torch: type          # torch.optim's class, for the reference twin
-    has_momentum: bool
-
-
-OPTIMIZERS = {
-    "sgd": OptimizerKind(0.1, nn.SGD, torch.optim.SGD, has_momentum=True),
-    "adam": OptimizerKind(1e-3, nn.Adam, torch.optim.Adam, has_momentum=False),
-}
-
-
-def optimizer_kind(name):
-    """Look up an optimizer by name, with an error that lists the names that exist."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}")
-    return OPTIMIZERS[name]
 
 
 @dataclass(frozen=True)
@@ -76,10 +50,7 @@ class TrainSettings:
     lr_schedule: str = DEFAULT_LR_SCHEDULE
 
     def __post_init__(self):
-        kind = optimizer_kind(self.optimizer)
-        if self.momentum and not kind.has_momentum:
-            raise ValueError(f"momentum is an SGD setting; {self.optimizer} has its own running "
-                             f"averages")
+        check_momentum(self.optimizer, self.momentum)  # also: an unknown optimizer's name
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown learning-rate schedule {self.lr_schedule!r}; expected one "
                              f"of {LR_SCHEDULES}")

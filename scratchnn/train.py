@@ -21,208 +21,30 @@ What the loop guarantees:
   step, so W processes train the network one process would; only process 0 validates and
   writes files.
 """
-import io
-import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from . import distributed, nn
+from . import distributed
 from .data import FreshPairs, to_float
-from .files import (BEST_WEIGHTS_FILE, HISTORY_FILE, PLOT_FILE, WEIGHTS_FILE, check_run_folder,
-                    load_checkpoint, remove_old_run, save_checkpoint, save_weights,
-                    write_atomically)
-from .inference import run_network
-from .metrics import psnr
+from .files import WEIGHTS_FILE, check_run_folder, load_checkpoint, remove_old_run, save_weights
+from .optimizers import (is_torch_network, learning_rate, scheduled_learning_rate,
+                         set_learning_rate)
 from .progress import progress_bar
-from .settings import LR_SCHEDULES, TrainSettings, optimizer_kind
+from .records import Run, check_validation, validation_sets
+from .settings import TrainSettings
+# Importable from here too, as the chapters did before the steppers had a file of their own.
+from .steppers import ScratchStepper, TorchStepper, make_stepper  # noqa: F401
 
 
 class TrainingDiverged(RuntimeError):
     """The loss (or a parameter) became NaN or infinite; training cannot go on from here."""
 
 
-# --- optimizers ----------------------------------------------------------------------------------
-
-
-def is_torch_network(network):
-    """True for a ``torch.nn`` network (the reference twin), False for a from-scratch one."""
-    return isinstance(network, torch.nn.Module)
-
-
-def make_optimizer(network, name="adam", lr=None, momentum=0.0):
-    """The optimizer ``name`` (a key of ``settings.OPTIMIZERS``) for ``network``, taken from the
-    network's own framework: ``scratchnn.nn`` for a from-scratch network, ``torch.optim`` for
-    its twin. ``lr=None`` takes the optimizer's default learning rate."""
-    kind = optimizer_kind(name)
-    lr = kind.default_lr if lr is None else lr
-    options = {"momentum": momentum} if kind.has_momentum else {}
-    if momentum and not kind.has_momentum:
-        raise ValueError(f"momentum is an SGD setting; {name} has its own running averages")
-    if is_torch_network(network):
-        return kind.torch(network.parameters(), lr=lr, **options)
-    return kind.scratch(network.param(), lr=lr, **options)
-
-
-def learning_rate(optimizer):
-    """The learning rate of a from-scratch or a ``torch.optim`` optimizer."""
-    if isinstance(optimizer, torch.optim.Optimizer):
-        return optimizer.param_groups[0]["lr"]
-    return optimizer.lr
-
-
-def set_learning_rate(optimizer, lr):
-    """Change the learning rate of a from-scratch or a ``torch.optim`` optimizer."""
-    if isinstance(optimizer, torch.optim.Optimizer):
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-    else:
-        optimizer.lr = lr
-
-
-def scheduled_learning_rate(schedule, base_lr, step, total_steps):
-    """The learning rate of step ``step`` (0-based) of a run of ``total_steps``.
-
-    * ``constant``: ``base_lr`` throughout;
-    * ``cosine``: from ``base_lr`` down to 0 along half a cosine;
-    * ``rampdown``: the Noise2Noise code's: constant, then over the last 30% of the steps down
-      to 0 along a squared half-cosine, ``base_lr * ((1 + cos(pi t)) / 2) ** 2`` with t from 0
-      to 1.
-
-    A pure function of the step, so a resumed run continues the schedule exactly.
-    """
-    if schedule not in LR_SCHEDULES:
-        raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected one of "
-                         f"{LR_SCHEDULES}")
-    progress = min(step / max(total_steps, 1), 1.0)
-    if schedule == "cosine":
-        return base_lr * (1 + math.cos(math.pi * progress)) / 2
-    if schedule == "rampdown" and progress > 1 - RAMPDOWN_FRACTION:
-        t = (progress - (1 - RAMPDOWN_FRACTION)) / RAMPDOWN_FRACTION
-        return base_lr * ((1 + math.cos(math.pi * t)) / 2) ** 2
-    return base_lr
-
-
-RAMPDOWN_FRACTION = 0.3  # the Noise2Noise code's ramp-down covers the last 30% of training
-
-
-# --- the adapter: one training step in either framework ------------------------------------------
-
-
-class ScratchStepper:
-    """A from-scratch network, its optimizer and the MSE loss: forward, backward by hand,
-    update.
-
-    ``reduce_gradients(gradients, count)``, when given, is called between the backward pass and
-    the update: data-parallel training (chapter 10) combines there the gradients of every
-    process's shard of the batch (``scratchnn.distributed.all_reduce_gradients``).
-    """
-
-    def __init__(self, network, optimizer, reduce_gradients=None):
-        live = [parameter for parameter, _ in network.param()]
-        if any(mine is not theirs for (mine, _), theirs in zip(optimizer.params, live)):
-            raise ValueError("the optimizer does not hold this network's parameters (was the "
-                             "network moved with .to() after the optimizer was made? make the "
-                             "optimizer after)")
-        self.network, self.optimizer, self.loss = network, optimizer, nn.MSE()
-        self.reduce_gradients = reduce_gradients
-
-    def step(self, inputs, targets):
-        """One gradient step on a mini-batch; returns the batch's loss (a 0-d tensor).
-
-        In data-parallel training the mini-batch is this process's shard of the global batch,
-        and it may hold no sample at all: its gradients are then zero.
-        """
-        self.optimizer.zero_grad()
-        loss = inputs.new_zeros(())
-        if len(inputs):
-            loss = self.loss.forward(self.network.forward(inputs), targets)
-            self.network.backward(self.loss.backward())
-        if self.reduce_gradients is not None:
-            self.reduce_gradients(self.gradients(), len(inputs))
-        self.optimizer.step()
-        return loss
-
-    def forward(self, inputs):
-        return self.network.forward(inputs)
-
-    def weights(self):
-        """A copy of the network's parameters by name: what ``network.pth`` holds."""
-        return {name: tensor.clone() for name, tensor in self.network.state_dict().items()}
-
-    def state_dict(self):
-        return {"network": self.weights(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state):
-        self.network.load_state_dict(state["network"])
-        self.optimizer.load_state_dict(state["optimizer"])
-
-    def parameters(self):
-        return [parameter for parameter, _ in self.network.param()]
-
-    def gradients(self):
-        """The live gradient tensors, in the order of ``parameters()``."""
-        return [gradient for _, gradient in self.network.param()]
-
-
-class TorchStepper:
-    """The ``torch.nn`` twin, its ``torch.optim`` optimizer and ``MSELoss``: autograd does the
-    backward pass. ``reduce_gradients`` as for ``ScratchStepper``."""
-
-    def __init__(self, network, optimizer, reduce_gradients=None):
-        self.network, self.optimizer, self.loss = network, optimizer, torch.nn.MSELoss()
-        self.reduce_gradients = reduce_gradients
-
-    def step(self, inputs, targets):
-        self.optimizer.zero_grad()
-        loss = inputs.new_zeros(())
-        if len(inputs):
-            loss = self.loss(self.network(inputs), targets)
-            loss.backward()
-        if self.reduce_gradients is not None:
-            self.reduce_gradients(self.gradients(), len(inputs))
-        self.optimizer.step()
-        return loss.detach()
-
-    def forward(self, inputs):
-        with torch.no_grad():
-            return self.network(inputs)
-
-    def weights(self):
-        """A copy of the network's parameters by name: what ``network.pth`` holds."""
-        return {name: tensor.clone() for name, tensor in self.network.state_dict().items()}
-
-    def state_dict(self):
-        return {"network": self.weights(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state):
-        self.network.load_state_dict(state["network"])
-        self.optimizer.load_state_dict(state["optimizer"])
-
-    def parameters(self):
-        return [parameter.detach() for parameter in self.network.parameters()]
-
-    def gradients(self):
-        """Every parameter's ``.grad``, in the order of ``parameters()``; zeros where no
-        backward pass made one (``zero_grad`` leaves ``None``)."""
-        for parameter in self.network.parameters():
-            if parameter.grad is None:
-                parameter.grad = torch.zeros_like(parameter)
-        return [parameter.grad for parameter in self.network.parameters()]
-
-
-def make_stepper(network, optimizer="adam", lr=None, momentum=0.0, reduce_gradients=None):
-    """The adapter for ``network``; ``optimizer`` is a name (``"sgd"``, ``"adam"``) or an
-    optimizer already made for the network."""
-    if isinstance(optimizer, str):
-        optimizer = make_optimizer(network, optimizer, lr, momentum)
-    stepper = TorchStepper if is_torch_network(network) else ScratchStepper
-    return stepper(network, optimizer, reduce_gradients)
-
-
-# --- data, order, validation ---------------------------------------------------------------------
+# --- device and order ----------------------------------------------------------------------------
 
 
 def resolve_device(device="auto"):
@@ -244,74 +66,6 @@ def epoch_permutation(num_samples, seed, epoch):
     """
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(num_samples, generator=generator)
-
-
-def predict_in_batches(stepper, images, dtype, batch_size=64):
-    """The network's outputs (floats in [0, 1]) for uint8 images, a batch at a time."""
-    outputs = [stepper.forward(to_float(images[start:start + batch_size], dtype))
-               for start in range(0, len(images), batch_size)]
-    return torch.cat(outputs)
-
-
-def noisy_psnr(noisy, clean):
-    """The do-nothing baseline: PSNR of the noisy images themselves."""
-    return psnr(to_float(noisy, torch.float64), to_float(clean, torch.float64))
-
-
-def validation_psnr(stepper, noisy, clean, dtype, pixels_per_batch=64 * 32 * 32):
-    """Mean PSNR (dB) of the denoised validation images against the clean ones.
-
-    ``noisy`` holds values 0..255, uint8 or float (unclipped floats too: the standard protocol);
-    images of any size go through ``run_network`` (padded to the network's multiple, whole up
-    to 512x512), about ``pixels_per_batch`` pixels at a time.
-    """
-    per_batch = max(1, pixels_per_batch // (noisy.shape[2] * noisy.shape[3]))
-    outputs = [run_network(stepper.network, to_float(noisy[start:start + per_batch], dtype),
-                           tile=512).clamp(0, 1)
-               for start in range(0, len(noisy), per_batch)]
-    return psnr(torch.cat(outputs), to_float(clean, dtype))
-
-
-# --- the run's record: history and plot ----------------------------------------------------------
-
-
-def save_history_and_plot(out_dir, history, label):
-    from .plotting import save_psnr_plot  # matplotlib is only needed when files are written
-    write_atomically(Path(out_dir) / HISTORY_FILE, json.dumps(history, indent=1).encode())
-    if any(value is not None for value in history["val_psnr"]):
-        plot = io.BytesIO()
-        save_psnr_plot({label: history}, plot, "png")
-        write_atomically(Path(out_dir) / PLOT_FILE, plot.getvalue())
-
-
-def new_history(baseline_psnr, other_baselines):
-    """Per-epoch lists, aligned: entry 0 is the untrained network (no training loss yet).
-
-    ``val_psnr`` is measured on the main validation set (it picks ``best_epoch``);
-    ``other_val_psnr`` holds one list per further validation set, by name. The baselines are the
-    PSNRs of the noisy images themselves.
-    """
-    return {"epoch": [], "train_loss": [], "val_psnr": [], "seconds": [], "cpu_seconds": [],
-            "baseline_psnr": baseline_psnr,
-            "other_val_psnr": {name: [] for name in other_baselines},
-            "other_baseline_psnr": dict(other_baselines), "best_epoch": None}
-
-
-def record_epoch(history, epoch, train_loss, val_psnr, other_val_psnr, seconds, cpu_seconds):
-    """Append one epoch; returns True when its main validation PSNR is the best so far."""
-    history["epoch"].append(epoch)
-    history["train_loss"].append(train_loss)
-    history["val_psnr"].append(val_psnr)
-    for name, value in other_val_psnr.items():
-        history["other_val_psnr"][name].append(value)
-    history["seconds"].append(seconds)
-    history["cpu_seconds"].append(cpu_seconds)
-    best = history["best_epoch"]
-    best_psnr = None if best is None else history["val_psnr"][history["epoch"].index(best)]
-    if val_psnr is not None and (best_psnr is None or val_psnr > best_psnr):
-        history["best_epoch"] = epoch
-        return True
-    return False
 
 
 def check_same_run(saved, current):
@@ -398,18 +152,6 @@ def check_parameters_finite(stepper):
             raise TrainingDiverged("a parameter became NaN or infinite")
 
 
-def validation_sets(validation):
-    """``validation`` as a dict ``{name: (noisy, clean)}``; a bare pair becomes
-    ``{"val": pair}``."""
-    if validation is None:
-        return {}
-    if isinstance(validation, dict):
-        return dict(validation)
-    if isinstance(validation, (tuple, list)) and len(validation) == 2:
-        return {"val": tuple(validation)}
-    raise ValueError("validation: expected (noisy, clean) images, or a dict of such pairs by name")
-
-
 def check_training_data(inputs, targets, validation):
     if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
         raise ValueError("train_input and train_target must be tensors of images")
@@ -417,14 +159,6 @@ def check_training_data(inputs, targets, validation):
         raise ValueError(f"train_input and train_target must be non-empty and of the same shape, "
                          f"got {tuple(inputs.shape)} and {tuple(targets.shape)}")
     check_validation(validation)
-
-
-def check_validation(validation):
-    for name, (noisy, clean) in validation.items():
-        if noisy.shape != clean.shape or len(noisy) == 0:
-            raise ValueError(f"validation set {name!r}: noisy and clean images must be non-empty "
-                             f"and of the same shape, got {tuple(noisy.shape)} and "
-                             f"{tuple(clean.shape)}")
 
 
 def train(network, train_input, train_target, num_epochs, *, settings=None, optimizer=None,
@@ -459,6 +193,46 @@ def train(network, train_input, train_target, num_epochs, *, settings=None, opti
       the validation PSNRs (the others return their training losses).
     """
     settings = settings or TrainSettings()
+    setup = set_up(network, train_input, train_target, num_epochs, settings, optimizer,
+                   validation, out_dir, resume, overwrite, config, steps_per_epoch)
+    progress = progress and distributed.is_main_process()
+    for epoch in range(setup.first_epoch, num_epochs + 1):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        try:
+            loss = train_epoch(setup, epoch, num_epochs, settings, progress)
+            check_parameters_finite(setup.stepper)
+        except TrainingDiverged as error:
+            kept = (f"; the last good checkpoint (epoch {epoch - 1}) is kept in {out_dir}"
+                    if out_dir is not None else "")
+            raise TrainingDiverged(f"training diverged in epoch {epoch}: {error}. The learning "
+                                   f"rate {setup.base_lr} is probably too large{kept}") from None
+        setup.run.end_epoch(epoch, loss, time.perf_counter() - started,
+                            time.process_time() - cpu_started)
+        for callback in callbacks:
+            callback(epoch, setup.run.history)
+
+    set_learning_rate(setup.stepper.optimizer, setup.base_lr)  # Model reuses the optimizer
+    if setup.run.out_dir is not None:
+        save_weights(Path(out_dir) / WEIGHTS_FILE, setup.stepper.weights())
+    return setup.run.history
+
+
+@dataclass
+class Setup:
+    """Everything the loop of ``train`` needs, made ready by ``set_up``."""
+    stepper: object            # ScratchStepper or TorchStepper
+    run: Run                   # validation, history, files
+    pairs: object              # FreshPairs, or (inputs, targets) on the device
+    steps_per_epoch: int
+    first_epoch: int           # 1, or the epoch after the checkpoint's
+    base_lr: float             # the schedule's starting learning rate
+    device: torch.device
+
+
+def set_up(network, train_input, train_target, num_epochs, settings, optimizer, validation,
+           out_dir, resume, overwrite, config, steps_per_epoch):
+    """Check the arguments, move the network, make the stepper, read the checkpoint to resume
+    (or measure epoch 0), and describe the run (``config``, checked on resume)."""
     if not (isinstance(num_epochs, int) and not isinstance(num_epochs, bool) and num_epochs >= 0):
         raise ValueError(f"expected num_epochs to be an int >= 0, got {num_epochs!r}")
     validation = validation_sets(validation)
@@ -476,20 +250,21 @@ def train(network, train_input, train_target, num_epochs, *, settings=None, opti
     reduce_gradients = distributed.all_reduce_gradients if distributed.world_size() > 1 else None
     stepper = make_stepper(network, optimizer or settings.optimizer, settings.lr,
                            settings.momentum, reduce_gradients)
-    if not fresh:
-        inputs, targets = train_input.to(device), train_target.to(device)
-        steps_per_epoch = math.ceil(len(inputs) / settings.batch_size)
+    if fresh:
+        pairs, num_train = train_input, "fresh"
+    else:
+        pairs, num_train = (train_input.to(device), train_target.to(device)), len(train_input)
+        steps_per_epoch = math.ceil(num_train / settings.batch_size)
     validation = {name: (noisy.to(device), clean.to(device))
                   for name, (noisy, clean) in validation.items()}
     framework = "torch" if is_torch_network(network) else "scratchnn"
     base_lr = learning_rate(stepper.optimizer)
     config = {**(config or {}), "seed": settings.seed, "batch_size": settings.batch_size,
-              "num_train": "fresh" if fresh else len(inputs), "optimizer":
-              type(stepper.optimizer).__name__, "lr": base_lr, "momentum": settings.momentum,
-              "framework": framework, "dtype": str(dtype), "num_epochs": num_epochs,
-              "world_size": distributed.world_size(), **schedule_config(settings, fresh,
-                                                                          steps_per_epoch,
-                                                                          num_epochs)}
+              "num_train": num_train, "optimizer": type(stepper.optimizer).__name__,
+              "lr": base_lr, "momentum": settings.momentum, "framework": framework,
+              "dtype": str(dtype), "num_epochs": num_epochs,
+              "world_size": distributed.world_size(),
+              **schedule_config(settings, fresh, steps_per_epoch, num_epochs)}
 
     checkpoint = load_checkpoint(out_dir) if (out_dir is not None and resume) else None
     if checkpoint is not None:
@@ -500,49 +275,35 @@ def train(network, train_input, train_target, num_epochs, *, settings=None, opti
     distributed.broadcast_parameters(stepper.parameters())
     distributed.barrier()
     if not distributed.is_main_process():
-        validation, out_dir, progress = {}, None, False  # only process 0 validates and writes
+        validation, out_dir = {}, None  # only process 0 validates and writes
     run = Run(stepper, validation, dtype, out_dir, config, label=framework)
     if checkpoint is not None:
         first_epoch, run.history = checkpoint["epoch"] + 1, checkpoint["history"]
     else:
         run.start()
         first_epoch = 1
+    return Setup(stepper, run, pairs, steps_per_epoch, first_epoch, base_lr, device)
 
-    total_steps = num_epochs * steps_per_epoch
-    for epoch in range(first_epoch, num_epochs + 1):
-        started, cpu_started = time.perf_counter(), time.process_time()
-        first_step = (epoch - 1) * steps_per_epoch
 
-        def learning_rates(number):
-            return scheduled_learning_rate(settings.lr_schedule, base_lr, first_step + number,
-                                           total_steps)
+def train_epoch(setup, epoch, num_epochs, settings, progress):
+    """One epoch of the run: its steps, at the learning rates of the schedule."""
+    first_step = (epoch - 1) * setup.steps_per_epoch
+    total_steps = num_epochs * setup.steps_per_epoch
 
-        schedule = None if settings.lr_schedule == "constant" else learning_rates
-        description = f"epoch {epoch}/{num_epochs}"
-        try:
-            if fresh:
-                loss = train_fresh_epoch(stepper, train_input, first_step, steps_per_epoch,
-                                         settings.batch_size, device, dtype, description,
-                                         progress, schedule)
-            else:
-                order = epoch_permutation(len(inputs), settings.seed, epoch).to(device)
-                loss = train_one_epoch(stepper, inputs, targets, order, settings.batch_size,
-                                       dtype, description, progress, schedule)
-            check_parameters_finite(stepper)
-        except TrainingDiverged as error:
-            kept = (f"; the last good checkpoint (epoch {epoch - 1}) is kept in {out_dir}"
-                    if out_dir is not None else "")
-            raise TrainingDiverged(f"training diverged in epoch {epoch}: {error}. The learning "
-                                   f"rate {config['lr']} is probably too large{kept}") from None
-        run.end_epoch(epoch, loss, time.perf_counter() - started,
-                      time.process_time() - cpu_started)
-        for callback in callbacks:
-            callback(epoch, run.history)
+    def learning_rates(number):
+        return scheduled_learning_rate(settings.lr_schedule, setup.base_lr, first_step + number,
+                                       total_steps)
 
-    set_learning_rate(stepper.optimizer, base_lr)  # the optimizer may be used again (Model)
-    if out_dir is not None:
-        save_weights(Path(out_dir) / WEIGHTS_FILE, stepper.weights())
-    return run.history
+    schedule = None if settings.lr_schedule == "constant" else learning_rates
+    description = f"epoch {epoch}/{num_epochs}"
+    if isinstance(setup.pairs, FreshPairs):
+        return train_fresh_epoch(setup.stepper, setup.pairs, first_step, setup.steps_per_epoch,
+                                 settings.batch_size, setup.device, settings.dtype, description,
+                                 progress, schedule)
+    inputs, targets = setup.pairs
+    order = epoch_permutation(len(inputs), settings.seed, epoch).to(setup.device)
+    return train_one_epoch(setup.stepper, inputs, targets, order, settings.batch_size,
+                           settings.dtype, description, progress, schedule)
 
 
 def check_fresh_data(train_target, steps_per_epoch, validation):
@@ -567,40 +328,3 @@ def schedule_config(settings, fresh, steps_per_epoch, num_epochs):
     return config
 
 
-class Run:
-    """What one training run measures and records: validation, history, best weights, files.
-
-    Kept apart from the loop in ``train`` so that the loop reads as the algorithm it is.
-    """
-
-    def __init__(self, stepper, validation, dtype, out_dir, config, label):
-        self.stepper, self.validation, self.dtype = stepper, validation, dtype
-        self.out_dir, self.config, self.label = out_dir, config, label
-        self.history = None
-
-    def validate(self):
-        """PSNR on the main validation set, and on the others by name."""
-        psnrs = {name: validation_psnr(self.stepper, noisy, clean, self.dtype)
-                 for name, (noisy, clean) in self.validation.items()}
-        main = next(iter(psnrs), None)
-        return psnrs.pop(main, None), psnrs
-
-    def start(self):
-        """Epoch 0: the untrained network, measured and saved."""
-        baselines = {name: noisy_psnr(*pair) for name, pair in self.validation.items()}
-        main = next(iter(baselines), None)
-        self.history = new_history(baselines.pop(main, None), baselines)
-        if self.out_dir is not None:
-            Path(self.out_dir).mkdir(parents=True, exist_ok=True)
-        self.end_epoch(0, None, 0.0, 0.0)
-
-    def end_epoch(self, epoch, loss, seconds, cpu_seconds):
-        """Record an epoch; on disk, the best weights first, then the checkpoint and history."""
-        improved = record_epoch(self.history, epoch, loss, *self.validate(), seconds, cpu_seconds)
-        if self.out_dir is None:
-            return
-        if improved:  # before the checkpoint: a resumed run never lacks its best weights
-            save_weights(Path(self.out_dir) / BEST_WEIGHTS_FILE, self.stepper.weights())
-        save_checkpoint(self.out_dir, {"epoch": epoch, "history": self.history,
-                                       "config": self.config, **self.stepper.state_dict()})
-        save_history_and_plot(self.out_dir, self.history, self.label)

@@ -23,7 +23,8 @@ from scratchnn.inference import run_network
 from scratchnn.networks import network_from_state_dict
 from scratchnn.reference import build_reference, copy_weights
 from scratchnn.settings import TrainSettings
-from scratchnn.train import scheduled_learning_rate, train
+from scratchnn.optimizers import scheduled_learning_rate
+from scratchnn.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
