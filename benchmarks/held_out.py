@@ -34,7 +34,7 @@ from denoisers import bm3d_rgb, gaussian_blur, machine  # noqa: E402
 
 from scratchnn import Model  # noqa: E402
 from scratchnn.metrics import psnr  # noqa: E402
-from scratchnn.model import shipped_networks  # noqa: E402
+from scratchnn.shipped import shipped_networks  # noqa: E402
 
 SIGMA = 25 / 255
 PHOTO = "grace_hopper.jpg"

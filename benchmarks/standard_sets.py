@@ -104,7 +104,7 @@ def cbm3d(noisy, sigma):
 def network_denoiser(spec):
     """A denoiser from ``WEIGHTS`` (a weights file or checkpoint) or ``shipped``."""
     from scratchnn.files import read_network_weights
-    from scratchnn.model import best_shipped_network, load_pretrained_state_dict
+    from scratchnn.shipped import best_shipped_network, load_pretrained_state_dict
     from scratchnn.networks import network_from_state_dict
     state = (load_pretrained_state_dict(best_shipped_network()) if spec == "shipped"
              else read_network_weights(spec))

@@ -35,7 +35,7 @@ from .imagefile import (DEFAULT_QUALITY, LOSSY_FORMATS, check_before_denoising,
                         check_output_folder, image_files_in, image_format, read_image,
                         write_image)
 from .inference import denoise
-from .model import best_shipped_network, load_pretrained_state_dict
+from .shipped import best_shipped_network, load_pretrained_state_dict
 from .networks import ARCHITECTURES, architecture, build_network, check_trainable_size
 from .networks import network_from_state_dict
 from .progress import progress_bar

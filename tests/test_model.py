@@ -151,7 +151,7 @@ def test_load_pretrained_model_denoises_better_than_doing_nothing():
 
 
 def test_pretrained_weights_load_on_the_cpu_with_weights_only():
-    from scratchnn.model import load_pretrained_state_dict
+    from scratchnn.shipped import load_pretrained_state_dict
 
     state = load_pretrained_state_dict("seed000")
     assert all(tensor.device.type == "cpu" for tensor in state.values())
@@ -181,7 +181,7 @@ def test_denoise_returns_on_the_input_device():
 
 
 def test_model_names_a_network_and_defaults_to_the_best_shipped_one():
-    from scratchnn.model import best_shipped_network, shipped_networks
+    from scratchnn.shipped import best_shipped_network, shipped_networks
 
     cards = shipped_networks()
     assert "seed000" in cards
@@ -193,7 +193,7 @@ def test_model_names_a_network_and_defaults_to_the_best_shipped_one():
 
 
 def test_a_network_without_shipped_weights_says_so():
-    from scratchnn.model import shipped_networks
+    from scratchnn.shipped import shipped_networks
 
     if "seed003" in shipped_networks():
         pytest.skip("seed003 weights ship now")
@@ -202,7 +202,7 @@ def test_a_network_without_shipped_weights_says_so():
 
 
 def test_every_shipped_card_describes_its_weights():
-    from scratchnn.model import load_pretrained_state_dict, shipped_networks
+    from scratchnn.shipped import load_pretrained_state_dict, shipped_networks
 
     for kind, card in shipped_networks().items():
         network = build_network(kind, card["network"]["channels"])

@@ -303,7 +303,7 @@ def test_train_on_a_folder_of_photographs_with_fresh_pairs(tmp_path, monkeypatch
     # Shipped under a name of its own, the card says how to rebuild it, and Model does.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     import record_run
-    from scratchnn import model
+    from scratchnn import Model, shipped as shipped_module
     shipped = tmp_path / "pretrained"
     record_run.main([str(out), str(tmp_path / "record"), "--command", "train ...", "--ship",
                      "--name", "unet-mine", "--pretrained-dir", str(shipped)])
@@ -311,8 +311,8 @@ def test_train_on_a_folder_of_photographs_with_fresh_pairs(tmp_path, monkeypatch
     assert card["network"]["options"] == {"depth": 2, "upsampling": "nearest"}
     assert card["training"]["lr_schedule"] == "rampdown" and card["training"]["total_steps"] == 6
     assert "FreshPairs" in card["data"]["source"] and "16x16" in card["data"]["source"]
-    monkeypatch.setattr(model, "shipped_networks", lambda: {"unet-mine": card})
-    rebuilt = model.Model(network="unet-mine")
+    monkeypatch.setattr(shipped_module, "shipped_networks", lambda: {"unet-mine": card})
+    rebuilt = Model(network="unet-mine")
     rebuilt.network.load_state_dict(torch.load(shipped / "unet-mine.pth", weights_only=True))
     assert rebuilt.architecture == "unet" and rebuilt.network.size_multiple == 4
 
