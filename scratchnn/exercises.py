@@ -19,6 +19,7 @@ Every checker returns True or False, so a test can assert on it. Autograd is use
 the no-autograd rule of the framework applies only to ``scratchnn/nn/``.
 """
 import random
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -144,8 +145,26 @@ def shared_feature(outcomes, cases, feature_hints):
     return None
 
 
+# What PyTorch says when one operation gets float32 and float64 tensors, e.g. "expected m1 and
+# m2 to have the same dtype", "self and mat2 must have the same dtype, but got Float and Double",
+# "expected scalar type Double but found Float", "Input type (double) and bias type (float)".
+# Only torch's names of dtypes: Python's "unsupported operand type(s) for *: 'float' and
+# 'NoneType'" is another mistake.
+DTYPE_ERROR = re.compile(r"dtype|scalar type|\b(Float|Double|Half)\b|\((float|double|half)\)")
+
+
 def dtype_hint(outcome):
-    """A hint when the answer is not float64 (new tensors made with the default dtype)."""
+    """A hint when float32 and float64 meet: new tensors made with the default dtype.
+
+    For an answer: when it is not float64. For an exception raised inside the reader's function:
+    when its message is about dtypes (a float32 buffer met a float64 input and PyTorch refused).
+    """
+    if outcome.kind == "raised":
+        if DTYPE_ERROR.search(outcome.message):
+            return ("your function mixes dtypes: the inputs are float64, and a tensor you made "
+                    "is not float64 (torch.zeros(...) gives float32): create new tensors with "
+                    "x.new_zeros(...) or zeros_like, which keep the input's dtype.")
+        return None
     parts = outcome.answer if isinstance(outcome.answer, (tuple, list)) else [outcome.answer]
     dtypes = {part.dtype for part in parts if isinstance(part, torch.Tensor)}
     if dtypes and dtypes != {torch.float64}:
@@ -173,7 +192,9 @@ def run_checker(name, fn, cases, feature_hints=None, general_hint="", names=("an
         problem = f"largest error {outcome.error:.2g}"
     else:
         problem = outcome.message
+    # An exception about dtypes names its cause, whatever the cases that raise it share.
     hint = (known_mistake(outcome, case, names)
+            or (dtype_hint(outcome) if outcome.kind == "raised" else None)
             or shared_feature(outcomes, cases, feature_hints or {})
             or (dtype_hint(outcome) if outcome.kind == "wrong" else None)
             or general_hint)
@@ -339,12 +360,10 @@ def conv_tensors(config, generator):
     return x, weight, bias, grad
 
 
-def geometry_hints(stride_hint):
+def geometry_hints(stride_hint, unreached_hint):
     """Hints for failures shared by all cases with one feature (most specific first)."""
     return {
-        "unreached": "in the failing cases the stride skips the last rows or columns of the "
-                     "padded input: nothing reads them (their gradient is 0), and the answer "
-                     "must still have the input's full shape.",
+        "unreached": unreached_hint,
         "stride": stride_hint,
         "dilation": "the failing cases have dilation > 1: the kernel's taps are dilation "
                     "pixels apart (pass dilation to unfold/fold).",
@@ -361,6 +380,19 @@ FORWARD_STRIDE = ("the failing cases have stride > 1: the kernel moves stride pi
                   "outputs (pass stride to unfold) and Ho = (H + 2p - d(k - 1) - 1) // s + 1.")
 BACKWARD_STRIDE = ("the failing cases have stride > 1: dilate the output gradient by the stride "
                    "(insert stride - 1 zeros between its values), or pass stride to fold/unfold.")
+
+# The cases with "unreached" rows or columns: the stride skips the last ones of the padded input
+# (H + 2p - d(k - 1) - 1 is not a multiple of s). Each answer has its own shape, so its own hint.
+UNREACHED = ("in the failing cases the stride skips the last rows or columns of the padded "
+             "input: ")
+FORWARD_UNREACHED = UNREACHED + ("they give no output. Round down: Ho = (H + 2p - d(k - 1) - 1) "
+                                 "// s + 1.")
+WEIGHT_UNREACHED = UNREACHED + ("no output reads them, so they are not in the weight gradient. "
+                                "Crop the padded input to d(k - 1) + s(Ho - 1) + 1 rows (and "
+                                "likewise columns) before correlating it with the output "
+                                "gradient: the answer has the kernel's shape (O, C, kh, kw).")
+INPUT_UNREACHED = UNREACHED + ("nothing reads them (their gradient is 0), and the answer must "
+                               "still have the input's full shape.")
 
 
 def check_conv_forward(fn, cases=40, seed=0):
@@ -380,7 +412,8 @@ def check_conv_forward(fn, cases=40, seed=0):
         arguments = (x, weight, bias, config.stride, config.padding, config.dilation)
         made.append(Case(config.describe(), arguments, conv(x, weight, bias), wrong,
                          config.features()))
-    return run_checker("conv forward", fn, made, geometry_hints(FORWARD_STRIDE),
+    return run_checker("conv forward", fn, made,
+                       geometry_hints(FORWARD_STRIDE, FORWARD_UNREACHED),
                        "unfold x into columns (N, C*kh*kw, L), multiply by the weight "
                        "reshaped to (O, C*kh*kw), reshape to (N, O, Ho, Wo), add the bias.")
 
@@ -405,7 +438,8 @@ def check_conv_weight_grad(fn, cases=40, seed=0):
         arguments = (x, grad, config.weight_shape, config.stride, config.padding,
                      config.dilation)
         made.append(Case(config.describe(), arguments, expected, wrong, config.features()))
-    return run_checker("conv weight gradient", fn, made, geometry_hints(BACKWARD_STRIDE),
+    return run_checker("conv weight gradient", fn, made,
+                       geometry_hints(BACKWARD_STRIDE, WEIGHT_UNREACHED),
                        "grad_weight = grad_output (N, O, L) times the unfolded input's columns "
                        "transposed (N, L, C*kh*kw), summed over N, reshaped to (O, C, kh, kw).")
 
@@ -456,7 +490,8 @@ def check_conv_input_grad(fn, cases=40, seed=0):
                      config.dilation)
         made.append(Case(config.describe(), arguments, input_grad(weight), wrong,
                          config.features()))
-    return run_checker("conv input gradient", fn, made, geometry_hints(BACKWARD_STRIDE),
+    return run_checker("conv input gradient", fn, made,
+                       geometry_hints(BACKWARD_STRIDE, INPUT_UNREACHED),
                        "grad_columns = weight.reshape(O, -1).t() @ grad_output (N, O, L), then "
                        "fold them back to (N, C, H, W); or a full convolution of the padded, "
                        "stride-dilated grad_output with the flipped kernel, channels swapped.")
@@ -502,11 +537,18 @@ SGD_CONFIGS = ((0.1, 0.0, 0.0), (0.1, 0.9, 0.0), (0.05, 0.0, 0.1), (0.05, 0.9, 0
 SGD_STEPS = 4
 
 
-def sgd_variant(decay_after=False, first_times_momentum=False, dampen=False, no_velocity=False):
-    """One SGD step written with a typical mistake (all False: the right rule, for reference)."""
+def sgd_variant(decay_after=False, first_times_momentum=False, dampen=False, no_velocity=False,
+                average_from_zero=False):
+    """One SGD step written with a typical mistake (all False: the right rule, for reference).
+
+    ``average_from_zero``: the "averaging" form b = mu b + (1 - mu) g started from b = 0, so that
+    the first velocity is (1 - mu) g (with ``dampen`` it starts from g, as torch's dampening).
+    """
     def step(parameter, gradient, velocity, lr, momentum, weight_decay, first_step):
         direction = gradient if decay_after else gradient + weight_decay * parameter
-        if first_step:
+        if first_step and average_from_zero:
+            velocity = (1 - momentum) * direction
+        elif first_step:
             velocity = momentum * direction if first_times_momentum else direction
         else:
             velocity = momentum * velocity + (1 - momentum if dampen else 1) * direction
@@ -522,6 +564,10 @@ SGD_MISTAKES = (
      sgd_variant(decay_after=True)),
     ("torch's velocity is momentum * velocity + gradient, without a (1 - momentum) factor.",
      sgd_variant(dampen=True)),
+    ("torch's velocity is momentum * velocity + gradient, without a (1 - momentum) factor, and "
+     "it starts as the gradient itself, not from zero: the averaging form started from zero "
+     "makes the first step 1 - momentum times too small.",
+     sgd_variant(dampen=True, average_from_zero=True)),
     ("step along the velocity: parameter - lr * new_velocity.", sgd_variant(no_velocity=True)),
 )
 

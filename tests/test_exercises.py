@@ -139,6 +139,39 @@ def sgd_no_weight_decay(parameter, gradient, velocity, lr, momentum, weight_deca
     return sgd_step(parameter, gradient, velocity, lr, momentum, 0.0, first_step)
 
 
+def weight_grad_uncropped(x, grad_output, weight_shape, stride, padding, dilation):
+    """The correlation of the padded input with the stride-dilated output gradient, without
+    cropping the rows and columns that the stride skips: a kernel too large in those cases."""
+    padded = torch.nn.functional.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    return torch.nn.functional.conv2d(padded.transpose(0, 1), grad_output.transpose(0, 1),
+                                      dilation=stride, stride=dilation).transpose(0, 1)
+
+
+def weight_grad_float32_buffer(x, grad_output, weight_shape, stride, padding, dilation):
+    """Accumulates into torch.zeros (float32): PyTorch refuses to add float64 products to it."""
+    columns = unfold(x, weight_shape[2:], dilation=dilation, padding=padding, stride=stride)
+    grad = grad_output.reshape(grad_output.shape[0], grad_output.shape[1], -1)
+    total = torch.zeros(weight_shape[0], columns.shape[1])
+    for n in range(len(x)):
+        total.addmm_(grad[n], columns[n].t())
+    return total.reshape(weight_shape)
+
+
+def sgd_average_from_zero(parameter, gradient, velocity, lr, momentum, weight_decay, first_step):
+    """The averaging form b = mu b + (1 - mu) g, started from b = 0."""
+    direction = gradient + weight_decay * parameter
+    previous = torch.zeros_like(parameter) if first_step else velocity
+    velocity = momentum * previous + (1 - momentum) * direction
+    return parameter - lr * velocity, velocity
+
+
+def sgd_momentum_times_none(parameter, gradient, velocity, lr, momentum, weight_decay,
+                            first_step):
+    """Forgets the first step: momentum * None raises a TypeError that names 'float'."""
+    velocity = momentum * velocity + gradient + weight_decay * parameter
+    return parameter - lr * velocity, velocity
+
+
 def unflipped(grad_output, weight, *rest):
     return conv_input_grad_by_flipped_kernel(grad_output, weight.flip(2, 3), *rest)
 
@@ -169,6 +202,9 @@ WRONG = [
      "do not average"),
     (exercises.check_conv_weight_grad, ignoring(conv_weight_grad, stride=(1, 1)),
      "dilate the output gradient by the stride"),
+    (exercises.check_conv_weight_grad, weight_grad_uncropped,
+     "Crop the padded input to d(k - 1) + s(Ho - 1) + 1 rows"),
+    (exercises.check_conv_weight_grad, weight_grad_float32_buffer, "mixes dtypes"),
     (exercises.check_conv_bias_grad, lambda g: g.mean((0, 2, 3)), "not the mean"),
     (exercises.check_conv_bias_grad, lambda g: g.sum((2, 3)), "batch axis N too"),
     (exercises.check_conv_bias_grad, lambda g: g.sum((1, 2, 3)), "keep the channel axis"),
@@ -189,6 +225,7 @@ WRONG = [
     (exercises.check_sgd_momentum_step, sgd_decay_after_momentum, "before the momentum update"),
     (exercises.check_sgd_momentum_step, sgd_dampened, "(1 - momentum) factor"),
     (exercises.check_sgd_momentum_step, sgd_no_weight_decay, "weight_decay > 0"),
+    (exercises.check_sgd_momentum_step, sgd_average_from_zero, "(1 - momentum) factor"),
     (exercises.check_concat_backward, lambda g, c, backward: g[:, :c], "ADD at the fork"),
     (exercises.check_concat_backward, lambda g, c, backward: g[:, :c] + backward(g[:, :c]),
      "cat puts x first"),
@@ -277,3 +314,26 @@ def test_the_reader_cannot_corrupt_the_reference_by_writing_in_place(capsys):
         velocity = gradient if first_step else velocity.mul_(momentum).add_(gradient)
         return parameter.sub_(velocity, alpha=lr), velocity
     assert exercises.check_sgd_momentum_step(in_place) is True
+
+
+def test_an_exception_about_dtypes_gets_the_dtype_hint_even_on_the_first_case(capsys):
+    assert exercises.check_conv_weight_grad(weight_grad_float32_buffer) is False
+    report = capsys.readouterr().out
+    assert "FAIL at case 1 of 40" in report and "your function raised RuntimeError" in report
+    assert "x.new_zeros(...)" in report.split("Hint: ")[1], report
+
+
+def test_an_exception_that_only_names_a_python_float_gets_no_dtype_hint(capsys):
+    assert exercises.check_sgd_momentum_step(sgd_momentum_times_none) is False
+    report = capsys.readouterr().out
+    assert "your function raised TypeError" in report and "'float'" in report, report
+    assert "dtype" not in report.split("Hint: ")[1], report
+
+
+def test_the_unreached_hint_of_each_conv_checker_fits_its_answer():
+    # The weight gradient has the kernel's shape: its hint is to crop, not the input's full shape.
+    weight_hints = exercises.geometry_hints(exercises.BACKWARD_STRIDE, exercises.WEIGHT_UNREACHED)
+    input_hints = exercises.geometry_hints(exercises.BACKWARD_STRIDE, exercises.INPUT_UNREACHED)
+    assert "crop the padded input" in weight_hints["unreached"].lower()
+    assert "full shape" in input_hints["unreached"] and "full shape" not in weight_hints[
+        "unreached"]

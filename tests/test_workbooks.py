@@ -83,8 +83,68 @@ def test_workbook_has_no_solution_and_keeps_the_exercises(path):
     if "admonition} Solution" in path.read_text(encoding="utf-8"):
         assert statements, f"{path.name} has solutions but no Exercise / Your turn admonition"
     kept = markdown(workbook)
-    missing = [block.split("\n")[0] for block in statements if block not in kept]
+    # the workbook spells the statements out for Colab (bold titles, equation numbers as text)
+    missing = [block.split("\n")[0] for block in statements
+               if make_workbooks.colab_markdown(block) not in kept]
     assert not missing, f"workbooks/{path.name} lost exercise statements: {missing}"
+
+
+MYST_LEFT = re.compile(r"\{(eq|doc|ref|cite:p|cite:t|numref|admonition|note|tip|warning)\}|"
+                       r"^:{3,}|^\$\$\s*\([\w-]+\)\s*$|^\([\w-]+\)=\s*$|^:class:", re.M)
+
+
+def outside_code_blocks(text):
+    """The markdown without its fenced code blocks (where MyST may be quoted on purpose)."""
+    return re.sub(r"(?ms)^(`{3,}|~{3,}).*?^\1\s*$", "", text)
+
+
+@chapter
+def test_workbook_markdown_has_no_myst_that_colab_shows_raw(path):
+    text = outside_code_blocks(markdown(read(WORKBOOKS / path.name)))
+    left = sorted({match.group(0) for match in MYST_LEFT.finditer(text)})
+    assert not left, (f"workbooks/{path.name} still has MyST that Colab shows raw: {left}; "
+                      f"{REGENERATE}")
+
+
+def test_colab_markdown_spells_out_equations_admonitions_links_and_citations():
+    index = make_workbooks.BookIndex(
+        equations={"ch7-params": "7.2"}, chapters={"05_upsampling": "Upsampling"},
+        sections={"ch10-gpus": "On several GPUs"},
+        references={"kingma2015adam": ("Kingma and Ba", "2015"),
+                    "lehtinen2018noise2noise": ("Lehtinen et al.", "2018")})
+    text = "\n".join([
+        "(ch7-target)=", "## A section", "",
+        ":::{admonition} Exercise 3: count them", ":class: tip",
+        "Check equation {eq}`ch7-params` against {doc}`05_upsampling` and "
+        "{doc}`the chapter <05_upsampling>`, as in {ref}`ch10-gpus`.", "",
+        "$$", "P = O C k_h k_w + O", "$$ (ch7-params)", "",
+        "```python", ":::{note}", "{eq}`not-a-label`", "```", ":::", "",
+        "::::{note}", "Adam {cite:p}`kingma2015adam,lehtinen2018noise2noise`; "
+        "{cite:t}`kingma2015adam` say so.", "::::"])
+    converted = make_workbooks.colab_markdown(text, index)
+    upsampling = make_workbooks.colab_url("book/05_upsampling.ipynb")
+    assert converted == "\n".join([
+        "## A section", "",
+        "**Exercise 3: count them**", "",
+        f"Check equation (7.2) against [Upsampling]({upsampling}) and "
+        f"[the chapter]({upsampling}), as in *On several GPUs*.", "",
+        "$$", "P = O C k_h k_w + O", "\\qquad \\text{(7.2)}", "$$", "",
+        "```python", ":::{note}", "{eq}`not-a-label`", "```", "",
+        "**Note**", "",
+        "Adam (Kingma and Ba, 2015; Lehtinen et al., 2018); Kingma and Ba (2015) say so."])
+
+
+def test_colab_markdown_refuses_an_unknown_label():
+    index = make_workbooks.BookIndex(equations={}, chapters={}, sections={}, references={})
+    with pytest.raises(ValueError, match="no equation of the book has that label"):
+        make_workbooks.colab_markdown("see {eq}`ch99-nothing`", index)
+
+
+def test_equation_numbers_follow_the_book():
+    index = make_workbooks.book_index()
+    assert index.equations["ch7-params"] == "7.2"       # the second numbered equation of ch. 7
+    assert all(number.split(".")[0] == label.split("-")[0].removeprefix("ch")
+               for label, number in index.equations.items())
 
 
 @chapter

@@ -9,7 +9,15 @@
   "your turn" skeleton cells stay as they are and print "not implemented yet" (from
   ``scratchnn.exercises``) until the reader fills them in;
 * a first markdown cell says which chapter it is the workbook of, with links back to the chapter;
-  the chapter's own "Open the workbook in Colab" cell is left out.
+  the chapter's own "Open the workbook in Colab" cell is left out;
+* the MyST that only the book's build understands becomes Markdown and LaTeX that Colab renders
+  (``colab_markdown``): a numbered equation ``$$ ... $$ (label)`` carries its number as text,
+  ``\\qquad \\text{(7.2)}``, and ``{eq}`label` `` becomes "(7.2)", the number the book prints; a
+  colon-fenced admonition (``:::{admonition} Title``, ``:::{note}``) becomes its title in bold
+  followed by its text; ``{doc}`` becomes a link to that chapter in Colab, ``{ref}`` the title
+  of the section it names, ``{cite:p}`` / ``{cite:t}`` "(Author et al., year)" / "Author et al.
+  (year)" from ``book/references.bib``; a target line ``(label)=`` is dropped. Code blocks are
+  left as they are.
 
 The output is deterministic (the chapter's cell ids, no execution metadata, sorted keys,
 ``indent=1``, a trailing newline), so ``--check`` and ``tests/test_workbooks.py`` can compare the
@@ -30,15 +38,17 @@ any code cell or output, so the chapter needs no re-execution.
 
 From Python (``sys.path`` must contain ``tools/``, as in ``tests/``)::
 
-    from make_workbooks import make_workbook, render, stale, strip_solutions
+    from make_workbooks import colab_markdown, make_workbook, render, stale, strip_solutions
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from install_cell import CONFIG, repository
@@ -46,6 +56,7 @@ from install_cell import CONFIG, repository
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 WORKBOOKS = ROOT / "workbooks"
+BIBLIOGRAPHY = BOOK / "references.bib"
 
 COLAB = "https://colab.research.google.com/github"
 LINK_ID = "workbook-link"          # the id of the link cell in a chapter
@@ -57,6 +68,14 @@ SOLUTION_OPENING = re.compile(r"^(?P<colons>:{3,})\{admonition\}\s*Solution\b")
 OPTION = re.compile(r"^:[\w-]+:")
 COLON_CLOSING = re.compile(r"^(?P<colons>:{3,})\s*$")
 CODE_FENCE = re.compile(r"^(?P<fence>`{3,}|~{3,})")
+
+# MyST that Colab does not know (see colab_markdown)
+EQUATION_CLOSING = re.compile(r"^\$\$\s*\((?P<label>[\w-]+)\)\s*$")
+TARGET_LINE = re.compile(r"^\((?P<label>[\w-]+)\)=\s*$")
+HEADING = re.compile(r"^#{1,6}\s+(?P<title>.+?)\s*$")
+DIRECTIVE_OPENING = re.compile(r"^(?P<colons>:{3,})\{(?P<name>[\w-]+)\}\s*(?P<title>.*?)\s*$")
+ROLE = re.compile(r"\{(?P<role>eq|doc|ref|cite:p|cite:t)\}`(?P<target>[^`]+)`")
+EXPLICIT_TITLE = re.compile(r"^(?P<title>.+?)\s*<(?P<target>[^<>]+)>$")
 
 
 # --- URLs --------------------------------------------------------------------------------------
@@ -191,6 +210,175 @@ def strip_solutions(text: str) -> tuple[str, int]:
     return "\n".join(kept).strip("\n"), removed
 
 
+# --- MyST to what Colab renders ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BookIndex:
+    """What the book's build knows and a workbook must spell out: equation numbers, chapter
+    titles, section titles of targets, and the bibliography."""
+    equations: dict          # label -> "7.2"
+    chapters: dict           # "07_training" -> its title
+    sections: dict           # target label -> the title of the heading after it
+    references: dict         # citation key -> (authors as cited, year)
+
+
+def _markdown_lines(nb: dict):
+    """The lines of a notebook's markdown cells that are not inside a code block."""
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "markdown":
+            continue
+        code = None
+        for line in source_of(cell).split("\n"):
+            fence = CODE_FENCE.match(line)
+            if code is None and fence:
+                code = fence.group("fence")
+            elif code is not None and fence and line.strip() == code[0] * len(line.strip()) \
+                    and len(line.strip()) >= len(code):
+                code = None
+            elif code is None:
+                yield line
+
+
+def _bib_field(entry: str, name: str) -> str:
+    match = re.search(r"\b" + name + r"\s*=\s*\{((?:[^{}]|\{[^{}]*\})*)\}", entry)
+    return match.group(1) if match else ""
+
+
+def _plain(text: str) -> str:
+    """A BibTeX value without braces and accents commands: Doll{\\'a}r -> Dollar."""
+    return re.sub(r"\\.", "", text).replace("{", "").replace("}", "").strip()
+
+
+def read_bibliography(path: Path = BIBLIOGRAPHY) -> dict:
+    """``{key: (authors as cited, year)}``: "Mery", "Dabov and Foi", "Lehtinen et al."."""
+    references = {}
+    for match in re.finditer(r"@\w+\{(?P<key>[^,\s]+),(?P<body>.*?)\n\}", path.read_text(
+            encoding="utf-8"), re.S):
+        body = match.group("body")
+        last_names = [_plain(author.split(",")[0]) for author in
+                      re.split(r"\s+and\s+", _bib_field(body, "author")) if author.strip()]
+        if len(last_names) > 2:
+            authors = f"{last_names[0]} et al."
+        else:
+            authors = " and ".join(last_names) or match.group("key")
+        references[match.group("key")] = (authors, _plain(_bib_field(body, "year")))
+    return references
+
+
+def _fingerprint(book: Path, bibliography: Path) -> tuple:
+    return tuple((str(path), path.stat().st_mtime_ns)
+                 for path in sorted(book.glob("*.ipynb")) + [bibliography] if path.exists())
+
+
+@functools.lru_cache(maxsize=4)
+def _index(fingerprint: tuple, book: Path, bibliography: Path) -> BookIndex:
+    equations, chapters, sections = {}, {}, {}
+    for path in sorted(book.glob("*.ipynb")):
+        nb, number, count, target = read(path), chapter_number(path), 0, None
+        chapters[path.stem] = title_of(nb, path)
+        for line in _markdown_lines(nb):
+            closing = EQUATION_CLOSING.match(line)
+            if closing:
+                count += 1
+                equations[closing.group("label")] = f"{number}.{count}"
+            if TARGET_LINE.match(line):
+                target = TARGET_LINE.match(line).group("label")
+            elif target and HEADING.match(line):
+                sections[target] = HEADING.match(line).group("title")
+                target = None
+    references = read_bibliography(bibliography) if bibliography.exists() else {}
+    return BookIndex(equations, chapters, sections, references)
+
+
+def book_index(book: Path = BOOK, bibliography: Path = BIBLIOGRAPHY) -> BookIndex:
+    """The index of the whole book (every chapter's labels and titles), cached until a chapter
+    or the bibliography changes."""
+    return _index(_fingerprint(book, bibliography), book, bibliography)
+
+
+def _role(match: re.Match, index: BookIndex, config: Path) -> str:
+    role, target = match.group("role"), match.group("target").strip()
+    explicit = EXPLICIT_TITLE.match(target)
+    title, target = (explicit.group("title"), explicit.group("target")) if explicit else (
+        None, target)
+    if role == "eq":
+        if target not in index.equations:
+            raise ValueError(f"{{eq}}`{target}`: no equation of the book has that label")
+        return f"({index.equations[target]})"
+    if role == "doc":
+        name = Path(target).name
+        if name in index.chapters:
+            return f"[{title or index.chapters[name]}]({colab_url(f'book/{name}.ipynb', config)})"
+        if (BOOK / f"{name}.md").exists():
+            return f"[{title or name}]({github_url(f'book/{name}.md', config)})"
+        raise ValueError(f"{{doc}}`{target}`: no chapter or page book/{name}")
+    if role == "ref":
+        if title:
+            return title
+        if target not in index.sections:
+            raise ValueError(f"{{ref}}`{target}`: no target ({target})= before a heading")
+        return f"*{index.sections[target]}*"
+    cited = []
+    for key in (key.strip() for key in target.split(",")):
+        if key not in index.references:
+            raise ValueError(f"{{{role}}}`{key}`: no such key in {BIBLIOGRAPHY.name}")
+        cited.append(index.references[key])
+    if role == "cite:t":
+        return ", ".join(f"{authors} ({year})" for authors, year in cited)
+    return "(" + "; ".join(f"{authors}, {year}" for authors, year in cited) + ")"
+
+
+def colab_markdown(text: str, index: BookIndex | None = None, config: Path = CONFIG) -> str:
+    """A markdown cell of the book as Markdown and LaTeX that Colab renders (see the module's
+    docstring); code blocks are copied unchanged."""
+    index = index or book_index()
+    out: list[str] = []
+    fences: list[int] = []          # the colon counts of the admonitions still open
+    code = None
+    options = False                 # just after an opening fence: its :option: lines
+    for line in text.split("\n"):
+        fence = CODE_FENCE.match(line)
+        if code is not None:
+            out.append(line)
+            if fence and line.strip() == code[0] * len(line.strip()) and len(
+                    line.strip()) >= len(code):
+                code = None
+            continue
+        if options and OPTION.match(line):
+            continue
+        options = False
+        if fence:
+            code = fence.group("fence")
+            out.append(line)
+            continue
+        opening = DIRECTIVE_OPENING.match(line)
+        if opening:
+            name, title = opening.group("name"), opening.group("title")
+            heading = title if name == "admonition" and title else (
+                f"{name.capitalize()}{': ' + title if title else ''}")
+            out += [f"**{heading}**", ""]
+            fences.append(len(opening.group("colons")))
+            options = True
+            continue
+        closing = COLON_CLOSING.match(line)
+        if closing and fences and len(closing.group("colons")) >= fences[-1]:
+            fences.pop()
+            out.append("")
+            continue
+        if TARGET_LINE.match(line):
+            continue
+        equation = EQUATION_CLOSING.match(line)
+        if equation:
+            number = index.equations.get(equation.group("label"))
+            if number is None:
+                raise ValueError(f"equation label {equation.group('label')!r} not indexed")
+            out += [f"\\qquad \\text{{({number})}}", "$$"]
+            continue
+        out.append(ROLE.sub(lambda match: _role(match, index, config), line))
+    # one blank line at most between blocks, none at the ends
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip("\n")
+
+
 # --- a workbook --------------------------------------------------------------------------------
 
 def header_source(chapter: Path, title: str, config: Path = CONFIG) -> str:
@@ -228,6 +416,7 @@ def make_workbook(chapter: Path, config: Path = CONFIG) -> dict:
         raise ValueError(f"{chapter}: expected nbformat 4.5 or later (cells with ids)")
     cells = [{"cell_type": "markdown", "id": HEADER_ID, "metadata": {},
               "source": lines_of(header_source(chapter, title_of(nb, chapter), config))}]
+    index = book_index(chapter.parent, chapter.parent / BIBLIOGRAPHY.name)
     for cell in nb["cells"]:
         if is_link_cell(cell):
             continue
@@ -236,6 +425,7 @@ def make_workbook(chapter: Path, config: Path = CONFIG) -> dict:
             text, removed = strip_solutions(text)
             if removed and not text.strip():
                 continue
+            text = colab_markdown(text, index, config)
         cells.append(_clean_cell(cell, text))
     metadata = dict(nb.get("metadata", {}))
     # The Python version of the last run is no business of the workbook: keep what Colab needs.
