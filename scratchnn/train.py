@@ -85,9 +85,8 @@ class ScratchStepper:
     def __init__(self, network, optimizer, reduce_gradients=None):
         live = [parameter for parameter, _ in network.param()]
         if any(mine is not theirs for (mine, _), theirs in zip(optimizer.params, live)):
-            raise ValueError("the optimizer does not hold this network's parameters (was the "
-                             "network moved with .to() after the optimizer was made? make the "
-                             "optimizer after)")
+            raise ValueError("the optimizer does not hold this network's parameters (was it "
+                             "made for another network?)")
         self.network, self.optimizer, self.loss = network, optimizer, nn.MSE()
         self.reduce_gradients = reduce_gradients
 

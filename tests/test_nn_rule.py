@@ -110,13 +110,20 @@ def _outermost_attribute(node, parents):
 
 
 def nn_sources():
+    """Every Python file under scratchnn/nn/, in sub-folders too (the fast machinery in fast/)."""
     files = sorted(NN_DIR.rglob("*.py"))
-    assert {path.name for path in files} >= {"__init__.py", "module.py", "conv.py",
-                                             "activation.py", "optim.py"}
+    names = {relative_name(path) for path in files}
+    assert names >= {"__init__.py", "module.py", "conv.py", "activation.py", "optim.py",
+                     "fast/__init__.py", "fast/shifted_rows.py", "fast/patches.py",
+                     "fast/fused_upsampling.py"}
     return files
 
 
-@pytest.mark.parametrize("path", nn_sources(), ids=lambda path: path.name)
+def relative_name(path):
+    return path.relative_to(NN_DIR).as_posix()
+
+
+@pytest.mark.parametrize("path", nn_sources(), ids=relative_name)
 def test_framework_source_obeys_the_rule(path):
     name = str(path.relative_to(NN_DIR.parent.parent))
     problems = violations(path.read_text(encoding="utf-8"), name)
