@@ -130,6 +130,18 @@ def test_framework_source_obeys_the_rule(path):
     assert not problems, "the rule of the framework is broken:\n" + "\n".join(problems)
 
 
+def test_the_teachable_core_reads_in_one_sitting():
+    """Everything in nn/ but nn/fast/ stays about a thousand lines, and reaches the fast machinery
+    only through the ``fast`` package, one hand-over per layer (``fast.conv2d_forward`` ...)."""
+    teachable = sorted(NN_DIR.glob("*.py"))
+    lines = sum(len(path.read_text(encoding="utf-8").splitlines()) for path in teachable)
+    assert lines <= 1100, f"the teachable core has grown to {lines} lines"
+    for path in teachable:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level and node.module:
+                assert not node.module.startswith("fast"), f"{path.name}: from .{node.module}"
+
+
 BAD_SOURCES = {
     "numpy import": "import numpy",
     "numpy from-import": "from numpy import zeros",

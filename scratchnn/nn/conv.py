@@ -123,14 +123,14 @@ class Conv2d(Convolution):
                                  f"is smaller than the dilated kernel's extent {reach}")
 
     def forward(self, x):
-        """The (N, O, Ho, Wo) output; ``self.saved`` keeps the input and its columns."""
+        """The (N, O, Ho, Wo) output; one record, ``self.saved``, keeps what backward needs."""
         self.check(x)
         if fast.conv2d_form(self):                     # chapter 8: the same function, faster
             return fast.conv2d_forward(self, x)
         out, columns = convolve(x, self.weight, self.stride, self.padding, self.dilation)
         if self.bias is not None:
             out += self.bias.reshape(1, -1, 1, 1)
-        self.saved = Saved("unfold", x, out.shape, columns)
+        self.saved = Saved("unfold", x, out.shape, kept=columns)
         return out
 
     def backward(self, grad):

@@ -44,7 +44,7 @@ class MaxPool2d(Module):
         padded[:, 0, ph:ph + height, pw:pw + width] = x.reshape(n * c, height, width)
         columns = unfold(padded, self.kernel_size, stride=self.stride)      # (N*C, kh*kw, L)
         out, argmax = columns.max(dim=1)                                     # (N*C, L)
-        self.saved = Saved("unfold", x, (n, c, out_h, out_w), argmax)
+        self.saved = Saved("unfold", x, (n, c, out_h, out_w), kept=argmax)
         return out.reshape(n, c, out_h, out_w)
 
     def backward(self, grad):

@@ -74,11 +74,11 @@ def conv2d_forward(conv, x):
     form = conv2d_form(conv)
     if form == "patches":
         out, patches = convolve_patches(x, conv.weight, conv.bias)
-        conv.saved = Saved(form, x, out.shape, patches)
+        conv.saved = Saved(form, x, out.shape, kept=patches)
         return out
     rows_form = conv.force_form if conv.force_form in ROWS_FORMS else None
     out, rows = convolve_rows(x, conv.weight, conv.bias, conv.padding, conv.dilation, rows_form)
-    conv.saved = Saved(form, x, out.shape, rows)
+    conv.saved = Saved(form, x, out.shape, kept=rows)
     return out
 
 
@@ -121,7 +121,7 @@ def upsampling_forward(block, x):
     out, rows = upsample_convolve(x, kernels, block.force_form)
     if block.bias is not None:
         out = out + block.bias.reshape(1, -1, 1, 1)
-    block.saved = Saved("fused", x, out.shape, (kernels, rows))
+    block.saved = Saved("fused", x, out.shape, kept=(kernels, rows))
     return out
 
 
@@ -175,7 +175,7 @@ def max_pool_form(pool):
 def max_pool_forward(pool, x):
     """``MaxPool2d.forward`` on channels-last patches."""
     out, argmax = max_pool_patches(x, pool.kernel_size)
-    pool.saved = Saved("patches", x, out.shape, argmax)
+    pool.saved = Saved("patches", x, out.shape, kept=argmax)
     return out
 
 
