@@ -16,9 +16,10 @@ and prints the median milliseconds, the ratios scratchnn / torch.nn and unfold /
 the achieved GFLOP/s (2 * multiply-adds of the three products: output, input gradient, weight
 gradient) next to the peak of one large float32 matrix product measured in the same process.
 
-With ``--forms`` it also times each of the three forms of the shifted rows (``rows.rows_form``:
-one product per tap, the wide product, the gathered taps), each forced in turn, at every shape
-that runs on shifted rows: the measurements behind the thresholds that choose between them.
+With ``--forms`` it also times each of the three forms of the shifted rows (``ROWS_FORMS``: one
+product per tap, the wide product, the gathered taps), each forced in turn with the module's
+``force_form``, at every shape that runs on shifted rows: the measurements behind the thresholds
+of ``rows_form`` that choose between them.
 
 Usage (from the repository root)::
 
@@ -40,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_step import Timer, chosen_device, machine  # noqa: E402
 
 from scratchnn import Conv2d  # noqa: E402
-from scratchnn.nn import rows  # noqa: E402
+from scratchnn.nn import fast  # noqa: E402
+from scratchnn.nn.fast.shifted_rows import ROWS_FORMS, rows_form, rows_layout  # noqa: E402
 
 # (batch, in_channels, out_channels, size): the 3x3 convolutions of the U-Net of chapter 9 (48
 # channels, 32x32 crops, batch 32), plus its first and last layers.
@@ -70,25 +72,25 @@ def step_flops(batch, in_channels, out_channels, size):
 
 def form_name(module, shape):
     """The form the package runs: "unfold", "patches", or "shifted rows (<rows form>)"."""
-    form = module.fast_form() or "unfold"
+    form = fast.conv2d_form(module) or "unfold"
     if form == "shifted rows":
         batch, c, o, size = shape
-        layout = rows.rows_layout((batch, c, size, size), (3, 3), (1, 1), (1, 1))
-        form += f" ({rows.rows_form(c, o, layout)})"
+        layout = rows_layout((batch, c, size, size), (3, 3), (1, 1), (1, 1))
+        form += f" ({rows_form(c, o, layout)})"
     return form
 
 
 def time_shape(shape, device, timer, rounds, warmup, forms=False):
     batch, in_channels, out_channels, size = shape
     torch.manual_seed(0)
-    fast = Conv2d(in_channels, out_channels, 3, padding=1).to(device=device)
+    quick = Conv2d(in_channels, out_channels, 3, padding=1).to(device=device)
     plain = Conv2d(in_channels, out_channels, 3, padding=1).to(device=device)
-    plain.load_state_dict(fast.state_dict())
+    plain.load_state_dict(quick.state_dict())
     plain.fast = False
     reference = torch.nn.Conv2d(in_channels, out_channels, 3, padding=1).to(device)
     with torch.no_grad():
-        reference.weight.copy_(fast.weight)
-        reference.bias.copy_(fast.bias)
+        reference.weight.copy_(quick.weight)
+        reference.bias.copy_(quick.bias)
     # Inside a network the input of a fast convolution lies channels-last in memory.
     x = torch.randn(batch, size, size, in_channels, device=device).permute(0, 3, 1, 2)
     grad = torch.randn(batch, out_channels, size, size, device=device)
@@ -106,26 +108,26 @@ def time_shape(shape, device, timer, rounds, warmup, forms=False):
         reference(x_leaf).backward(grad)
 
     def ours_in(form):
-        def run():
-            with rows.forced_form(form):
-                ours(fast)
-        return run
+        forced = Conv2d(in_channels, out_channels, 3, padding=1).to(device=device)
+        forced.load_state_dict(quick.state_dict())
+        forced.force_form = form
+        return lambda: ours(forced)
 
-    contenders = {"scratchnn": lambda: ours(fast), "unfold": lambda: ours(plain),
+    contenders = {"scratchnn": lambda: ours(quick), "unfold": lambda: ours(plain),
                   "torch.nn": theirs}
     medians = interleaved_medians(contenders, timer, rounds, warmup)
     forced = {}
-    if forms and fast.fast_form() == "shifted rows":
+    if forms and fast.conv2d_form(quick) == "shifted rows":
         # Each form in its own loop against torch.nn, so that a slow form cannot disturb the
         # others (one that allocates a lot leaves the next contender to fault its memory in).
-        for form in rows.FORCING:
+        for form in ROWS_FORMS:
             pair = interleaved_medians({form: ours_in(form), "torch.nn": theirs}, timer, rounds,
                                        warmup)
             forced[form], forced[f"torch.nn ({form} loop)"] = pair[form], pair["torch.nn"]
     with torch.no_grad():
-        check = (fast.forward(x) - F.conv2d(x, fast.weight, fast.bias, padding=1)).abs().max()
+        check = (quick.forward(x) - F.conv2d(x, quick.weight, quick.bias, padding=1)).abs().max()
     flops = step_flops(*shape)
-    row = {"shape": list(shape), "form": form_name(fast, shape),
+    row = {"shape": list(shape), "form": form_name(quick, shape),
            "median_ms": {name: 1000 * value for name, value in medians.items()},
            "ratio": medians["scratchnn"] / medians["torch.nn"],
            "ratio_unfold": medians["unfold"] / medians["torch.nn"],
@@ -134,7 +136,7 @@ def time_shape(shape, device, timer, rounds, warmup, forms=False):
     if forced:
         row["forced_ms"] = {name: 1000 * value for name, value in forced.items()}
         row["forced_ratio"] = {form: forced[form] / forced[f"torch.nn ({form} loop)"]
-                               for form in rows.FORCING}
+                               for form in ROWS_FORMS}
     return row
 
 
@@ -185,7 +187,7 @@ def main(argv=None):
         if "forced_ms" in row:
             print(" " * 24 + "forced, ms (ratio to torch.nn in its loop): " + ", ".join(
                 f"{form} {row['forced_ms'][form]:.1f} ({row['forced_ratio'][form]:.2f})"
-                for form in rows.FORCING))
+                for form in ROWS_FORMS))
     info["load_average_at_end"] = __import__("os").getloadavg()[0]
     if args.json:
         record = {"what": __doc__.split("\n")[0], "machine": info, "matmul_peak_gflops": peak,

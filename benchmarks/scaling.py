@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_step import Timer, chosen_device, machine  # noqa: E402
 
 import scratchnn  # noqa: E402
-from scratchnn.nn.module import all_modules  # noqa: E402
+from scratchnn.nn import fast  # noqa: E402
+from scratchnn.nn.containers import all_modules  # noqa: E402
 from scratchnn.reference import build_reference, copy_weights  # noqa: E402
 
 TWINS = {"seed000": dict(upsampling_blocks="transposed"), "unet": {}}
@@ -74,7 +75,7 @@ def step_flops(kind, batch, size=32):
             elif name == "ConvTranspose2d":      # every input pixel: kh * kw taps
                 counts.append(x.shape[2] * x.shape[3] * conv.kernel_size[0]
                               * conv.kernel_size[1] * channels)
-            elif module.fused:                   # 4 phases of 2x2 taps on the padded small map
+            elif fast.upsampling_form(module):   # 4 phases of 2x2 taps on the padded small map
                 counts.append((x.shape[2] + 1) * (x.shape[3] + 1) * 16 * channels)
             return out                           # (an unfused Upsampling's Conv2d counts itself)
         module.forward = counting

@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt
 from matplotlib.animation import FuncAnimation
 from matplotlib.patches import Rectangle
 
+from .nn.conv import output_length
+
 FIGSIZE, DPI, INTERVAL_MS = (8, 3), 80, 700
 PADDING_COLOR, EMPTY_COLOR, READ_COLOR, WRITE_COLOR = "#eeeeee", "white", "#9ecae1", "#fdae6b"
 READ_BEFORE_COLOR = "#cfe0f1"   # pixels an earlier window read: the never-read ones stay white
@@ -41,11 +43,6 @@ def pad(grid, padding):
     width = len(grid[0]) + 2 * padding
     zeros = [[0] * width for _ in range(padding)]
     return zeros + [[0] * padding + row + [0] * padding for row in grid] + [r[:] for r in zeros]
-
-
-def output_length(size, kernel, stride, padding, dilation):
-    """Positions a dilated kernel takes along one axis (chapter 3)."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def correlate(padded, kernel, stride, dilation, i, j):
@@ -361,9 +358,10 @@ def phase_kernels(weights):
     """The four 2x2 kernels of nearest x2 + 3x3 convolution, {(a, b): kernel}: M w M^T.
 
     ``COLLAPSE`` (M) is the package's table of which 3x3 kernel rows add up into each row of a
-    2x2 phase kernel (chapter 8): this is ``scratchnn.nn.conv.collapse_kernel`` in plain loops.
+    2x2 phase kernel (chapter 8): this is ``scratchnn.nn.fast.fused_upsampling.collapse_kernel``
+    in plain loops.
     """
-    from .nn.conv import COLLAPSE, PHASES
+    from .nn.fast.fused_upsampling import COLLAPSE, PHASES
 
     def entry(a, b, t, u):
         return sum(COLLAPSE[2 * a + t][r] * COLLAPSE[2 * b + u][v] * weights[r][v]

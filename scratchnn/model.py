@@ -29,7 +29,6 @@ class Model:
         self.architecture = kind
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.network = build_network(kind, channels, **options).to(self.device)
-        # Made after the move to the device: the optimizer must hold the moved tensors.
         self.settings = TrainSettings(batch_size=DEFAULT_BATCH_SIZE, device=self.device.type)
         self.optimizer = make_optimizer(self.network, self.settings.optimizer)
         self.train_calls = 0

@@ -1,4 +1,4 @@
-"""Figures for training runs: PSNR curves, and noisy / denoised / clean images side by side.
+"""Figures for training runs: PSNR curves, and images as matplotlib shows them.
 
 Each function draws on a matplotlib ``Axes`` you pass (or makes its own figure) and returns the
 figure, so it works both in a notebook (``plt.show()``) and in the training loop, which writes
@@ -46,26 +46,3 @@ def save_psnr_plot(histories, path, file_format=None):
 def as_displayable(image):
     """A (3, H, W) image, values 0..255 (uint8 or float), as an (H, W, 3) array in [0, 1]."""
     return (image.detach().float().cpu().clamp(0, 255) / 255).permute(1, 2, 0).numpy()
-
-
-def plot_denoising_grid(noisy, denoised, clean=None, num_images=4, axes=None):
-    """Rows of images, columns noisy / denoised / clean (the clean column only when given).
-
-    All three are (N, 3, H, W) tensors with values 0..255; the first ``num_images`` are shown.
-    """
-    columns = ([("noisy", noisy), ("denoised", denoised)]
-               + ([("clean", clean)] if clean is not None else []))
-    rows = min(num_images, len(noisy))
-    if axes is None:
-        import matplotlib.pyplot as plt
-        _, axes = plt.subplots(rows, len(columns), figsize=(2 * len(columns), 2 * rows), dpi=100,
-                               squeeze=False)
-    for row in range(rows):
-        for column, (title, images) in enumerate(columns):
-            ax = axes[row][column]
-            ax.imshow(as_displayable(images[row]), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(title)
-    return axes[0][0].figure

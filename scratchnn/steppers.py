@@ -56,9 +56,8 @@ class ScratchStepper(Stepper):
     def __init__(self, network, optimizer, reduce_gradients=None):
         live = [parameter for parameter, _ in network.param()]
         if any(mine is not theirs for (mine, _), theirs in zip(optimizer.params, live)):
-            raise ValueError("the optimizer does not hold this network's parameters (was the "
-                             "network moved with .to() after the optimizer was made? make the "
-                             "optimizer after)")
+            raise ValueError("the optimizer does not hold this network's parameters (was it "
+                             "made for another network?)")
         super().__init__(network, optimizer, reduce_gradients)
         self.loss = nn.MSE()
 

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from scratchnn import animations
-from scratchnn.nn.conv import collapse_kernel
+from scratchnn.nn.conv import output_length
+from scratchnn.nn.fast.fused_upsampling import collapse_kernel
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
@@ -73,7 +74,7 @@ def test_sliding_window_shows_the_convolution():
     animation = animations.sliding_window(kernel, stride, padding, dilation, size)
     assert frame_count(animation) == 4                   # (4 + 2 - 2 - 1) // 2 + 1 = 2 per axis
     render(animation)
-    ax_in, ax_kernel, ax_out = animation._fig.axes
+    ax_in, ax_kernel, ax_out = animation.figure.axes
     padded = as_tensor(shown(ax_in), size + 2 * padding, size + 2 * padding)
     image = padded[padding:-padding, padding:-padding]
     assert padded.abs().sum() == image.abs().sum()       # the border is zero padding
@@ -88,7 +89,7 @@ def test_unfold_columns_shows_unfold():
     animation = animations.unfold_columns(size, kernel, stride, padding, channels=channels)
     assert frame_count(animation) == 4
     render(animation)
-    ax_in, ax_columns = animation._fig.axes
+    ax_in, ax_columns = animation.figure.axes
     side = size + 2 * padding
     cells = shown(ax_in)
     images = torch.stack([as_tensor(cells, size, size, padding, c * (side + 1) + padding)
@@ -103,10 +104,10 @@ def test_unfold_columns_shows_unfold():
                          [(5, 3, 2, 0, 1), (4, 2, 2, 1, 2)])
 def test_backward_flow_adds_up_to_the_input_gradient(size, kernel, stride, padding, dilation):
     animation = animations.backward_flow(size, kernel, stride, padding, dilation)
-    out_size = animations.output_length(size, kernel, stride, padding, dilation)
+    out_size = output_length(size, kernel, stride, padding, dilation)
     assert frame_count(animation) == out_size ** 2 == 4
     render(animation)
-    ax_grad, _, ax_input = animation._fig.axes
+    ax_grad, _, ax_input = animation.figure.axes
     grad_out = as_tensor(shown(ax_grad), out_size, out_size)
     weights = torch.arange(1.0, kernel * kernel + 1, dtype=torch.float64).reshape(kernel, kernel)
     expected = torch.nn.grad.conv2d_input((1, 1, size, size), weights[None, None],
@@ -119,7 +120,7 @@ def test_upsample_and_sumpool_sums_each_block():
     animation = animations.upsample_and_sumpool(size=2, scale=2)
     assert frame_count(animation) == 8                   # 4 pixels copied, 4 blocks summed
     render(animation)
-    ax_small, ax_big = animation._fig.axes                # the last frame: the backward pass
+    ax_small, ax_big = animation.figure.axes                # the last frame: the backward pass
     grad_big = as_tensor(shown(ax_big), 4, 4)
     block_sums = grad_big.reshape(2, 2, 2, 2).sum((1, 3))
     assert torch.equal(as_tensor(shown(ax_small), 2, 2), block_sums)
@@ -129,7 +130,7 @@ def test_upsample_and_sumpool_sums_each_block():
 def test_upsample_and_sumpool_copies_each_pixel():
     animation = animations.upsample_and_sumpool(size=2, scale=3)
     animation._func(3)              # draw the last frame of the forward half (FuncAnimation's)
-    ax_small, ax_big = animation._fig.axes
+    ax_small, ax_big = animation.figure.axes
     image = as_tensor(shown(ax_small), 2, 2)
     upsampled = image.repeat_interleave(3, 0).repeat_interleave(3, 1)
     assert torch.equal(as_tensor(shown(ax_big), 6, 6), upsampled)
@@ -139,7 +140,7 @@ def test_fused_phases_equal_upsampling_then_convolution():
     animation = animations.fused_phases(size=1)
     assert frame_count(animation) == 4
     render(animation)
-    ax_in, ax_weights, _, ax_out = animation._fig.axes
+    ax_in, ax_weights, _, ax_out = animation.figure.axes
     image = as_tensor(shown(ax_in), 1, 1, 1, 1)
     weights = as_tensor(shown(ax_weights), 3, 3)
     upsampled = F.interpolate(image[None, None], scale_factor=2, mode="nearest")
@@ -157,7 +158,7 @@ def test_phase_kernels_are_the_packages():
 
 def test_as_html_closes_the_figure():
     animation = animations.unfold_columns(size=2, kernel=2)
-    number = animation._fig.number
+    number = animation.figure.number
     html = animations.as_html(animation).data
     assert "new Animation(frames" in html and "loop_checked" not in html
     assert re.search(r'value="loop"[^>]*\n?\s*checked', html)

@@ -6,9 +6,10 @@ give the same output and the same three gradients as ``NearestUpsampling`` follo
 (the plain path, with the same weights) and as ``F.interpolate`` + ``F.conv2d`` under autograd, to
 1e-9 in float64, for random channels, sizes and batches.
 
-``Conv2d`` with stride 1 and at least 16 input channels runs on shifted rows (``rows.py``): it
-must agree with its own unfold path and with autograd at the network's shapes, and the layout of
-its buffer must hold every padding/kernel/dilation combination.
+``Conv2d`` with stride 1 and at least 16 input channels runs on shifted rows
+(``nn/fast/shifted_rows.py``): it must agree with its own unfold path and with autograd at the
+network's shapes, and the layout of its buffer must hold every padding/kernel/dilation
+combination.
 """
 import random
 
@@ -18,33 +19,37 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scratchnn import Conv2d, NearestUpsampling, Sequential, Upsampling
+from scratchnn import (Conv2d, ConvTranspose2d, MaxPool2d, NearestUpsampling, Sequential,
+                       Upsampling)
 from scratchnn.gradcheck import max_error
-from scratchnn.nn.conv import (SHIFTED_ROWS_MIN_CHANNELS, collapse_kernel, expand_kernel_grad,
-                               interleave_phases, split_phases)
-from scratchnn.nn import rows
-from scratchnn.nn.rows import rows_layout, to_rows
+from scratchnn.nn import fast
+from scratchnn.nn.fast import shifted_rows as rows
+from scratchnn.nn.fast.fused_upsampling import (collapse_kernel, expand_kernel_grad,
+                                                interleave_phases, split_phases)
+from scratchnn.nn.fast.shifted_rows import ROWS_FORMS, rows_layout, to_rows
 
 FLOAT64_TOL = 1e-9
 
-# Each shifted-rows convolution runs in one of three forms (``rows.rows_form``): one product per
+
+# Each shifted-rows convolution runs in one of three forms (``ROWS_FORMS``): one product per
 # tap, the wide product for few output channels, the gathered taps for small maps. The tests
-# force each in turn.
-@pytest.fixture(params=list(rows.FORCING))
+# force each in turn, with the ``force_form`` of the module (or the ``form`` of the function).
+@pytest.fixture(params=ROWS_FORMS)
 def rows_form(request):
-    """Run every shifted-rows convolution of the test in one form."""
-    with rows.forced_form(request.param):
-        yield request.param
+    """The form that the shifted rows of the test run in."""
+    return request.param
 
 
 pytestmark = pytest.mark.usefixtures("no_autograd")
 
 
-def fused_block(in_channels, out_channels, bias=True, dtype=torch.float64, seed=0):
+def fused_block(in_channels, out_channels, bias=True, dtype=torch.float64, seed=0, form=None):
+    """A fused Upsampling block whose shifted rows run in ``form`` (None: chosen by shape)."""
     torch.manual_seed(seed)
     block = Upsampling(in_channels, out_channels, 3, scale_factor=2, padding=1, bias=bias)
     block.to(dtype=dtype)
-    assert block.fused
+    block.force_form = form
+    assert fast.upsampling_form(block) == "fused"
     return block
 
 
@@ -58,15 +63,18 @@ def plain_twin(block):
     return Sequential(NearestUpsampling(2), conv), conv
 
 
-def run_fused_and_references(in_channels, out_channels, batch, height, width, bias, seed):
+def run_fused_and_references(in_channels, out_channels, batch, height, width, bias, seed,
+                              form=None):
     """Max error of the fused block against the plain path and against autograd, everywhere."""
-    block = fused_block(in_channels, out_channels, bias, seed=seed)
+    block = fused_block(in_channels, out_channels, bias, seed=seed, form=form)
     plain, conv = plain_twin(block)
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, in_channels, height, width, generator=generator, dtype=torch.float64)
     out = block.forward(x)
     grad_out = torch.randn(out.shape, generator=generator, dtype=torch.float64)
     grad_in = block.backward(grad_out)
+    _, rows_saved = block.saved.kept
+    assert block.saved.form == "fused" and form in (None, rows_saved.form)
 
     plain_out = plain.forward(x)
     plain_grad_in = plain.backward(grad_out)
@@ -112,7 +120,7 @@ def case_id(case):
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_fused_upsampling_matches_plain_path_and_autograd(case, rows_form):
-    errors = run_fused_and_references(*case, seed=1)
+    errors = run_fused_and_references(*case, seed=1, form=rows_form)
     worst = max(errors, key=errors.get)
     assert errors[worst] <= FLOAT64_TOL, f"{worst}: {errors[worst]:.3e}"
 
@@ -125,7 +133,7 @@ def test_fused_upsampling_random_configs(rows_form, seed):
     case = (rng.randint(1, 12), rng.randint(1, 6), rng.randint(1, 3), rng.randint(1, 9),
             rng.randint(1, 9), rng.random() < 0.7)
     with torch.set_grad_enabled(False):
-        errors = run_fused_and_references(*case, seed=seed % 1000)
+        errors = run_fused_and_references(*case, seed=seed % 1000, form=rows_form)
     worst = max(errors, key=errors.get)
     assert errors[worst] <= FLOAT64_TOL, f"{case} {worst}: {errors[worst]:.3e}"
 
@@ -161,16 +169,18 @@ def test_fused_gradients_accumulate_until_zero_grad():
 
 
 def test_only_the_common_setting_is_fused():
-    assert Upsampling(2, 2, 3, scale_factor=2, padding=1).fused
-    assert Upsampling(2, 2, 3, scale_factor=(2, 2), padding=(1, 1)).fused
+    assert fast.upsampling_form(Upsampling(2, 2, 3, scale_factor=2, padding=1)) == "fused"
+    assert fast.upsampling_form(Upsampling(2, 2, 3, scale_factor=(2, 2), padding=(1, 1)))
     for kwargs in (dict(scale_factor=3, padding=1), dict(scale_factor=2, padding=0),
                    dict(scale_factor=2, padding=1, stride=2),
                    dict(scale_factor=2, padding=2, dilation=2)):
-        assert not Upsampling(2, 2, 3, **kwargs).fused, kwargs
-    assert not Upsampling(2, 2, 5, scale_factor=2, padding=1).fused
+        assert fast.upsampling_form(Upsampling(2, 2, 3, **kwargs)) is None, kwargs
+    assert fast.upsampling_form(Upsampling(2, 2, 5, scale_factor=2, padding=1)) is None
     plain = Upsampling(2, 2, 3, scale_factor=2, padding=1)
     plain.fast = False
-    assert not plain.fused
+    assert fast.upsampling_form(plain) is None
+    plain.forward(torch.randn(1, 2, 3, 3))
+    assert plain.saved.form == "upsample, convolve"
 
 
 def test_collapse_and_expand_are_transposes():
@@ -216,16 +226,17 @@ def test_fused_block_keeps_the_module_contract():
 # Conv2d on shifted rows
 # --------------------------------------------------------------------------------------------
 
-def conv_pair(in_channels, out_channels, kernel, padding, dilation, bias, seed):
-    """The same Conv2d twice: on shifted rows (chosen by itself) and forced onto unfold."""
+def conv_pair(in_channels, out_channels, kernel, padding, dilation, bias, seed, form=None):
+    """The same Conv2d twice: on shifted rows in ``form`` and forced onto unfold."""
     torch.manual_seed(seed)
-    fast = Conv2d(in_channels, out_channels, kernel, padding=padding, dilation=dilation,
-                  bias=bias).to(dtype=torch.float64)
+    quick = Conv2d(in_channels, out_channels, kernel, padding=padding, dilation=dilation,
+                   bias=bias).to(dtype=torch.float64)
+    quick.force_form = form
     plain = Conv2d(in_channels, out_channels, kernel, padding=padding, dilation=dilation,
                    bias=bias).to(dtype=torch.float64)
-    plain.load_state_dict(fast.state_dict())
+    plain.load_state_dict(quick.state_dict())
     plain.fast = False
-    return fast, plain
+    return quick, plain
 
 
 # (in, out, kernel, padding, dilation, batch, height, width, bias): the U-Net's 3x3 "same"
@@ -244,26 +255,28 @@ ROWS_CASES = [
 @pytest.mark.parametrize("case", ROWS_CASES, ids=str)
 def test_shifted_rows_conv_matches_unfold_path_and_autograd(case, rows_form):
     *arguments, batch, height, width, bias = case
-    fast, plain = conv_pair(*arguments, bias, seed=7)
-    assert fast.fast_form() in ("shifted rows", "patches") and plain.fast_form() is None
+    quick, plain = conv_pair(*arguments, bias, seed=7, form=rows_form)
+    assert fast.conv2d_form(quick) == "shifted rows" and fast.conv2d_form(plain) is None
     generator = torch.Generator().manual_seed(8)
     x = torch.randn(batch, arguments[0], height, width, generator=generator, dtype=torch.float64)
-    out = fast.forward(x)
+    out = quick.forward(x)
+    assert quick.saved.form == "shifted rows" and quick.saved.kept.form == rows_form
     grad_out = torch.randn(out.shape, generator=generator, dtype=torch.float64)
-    grad_in = fast.backward(grad_out)
+    grad_in = quick.backward(grad_out)
     with torch.enable_grad():
         x_ref = x.clone().requires_grad_(True)
-        w_ref = fast.weight.clone().requires_grad_(True)
-        out_ref = F.conv2d(x_ref, w_ref, fast.bias, padding=fast.padding, dilation=fast.dilation)
+        w_ref = quick.weight.clone().requires_grad_(True)
+        out_ref = F.conv2d(x_ref, w_ref, quick.bias, padding=quick.padding,
+                           dilation=quick.dilation)
         out_ref.backward(grad_out)
     assert max_error(out, plain.forward(x)) <= FLOAT64_TOL
     assert max_error(grad_in, plain.backward(grad_out)) <= FLOAT64_TOL
-    assert max_error(fast.weight_grad, plain.weight_grad) <= FLOAT64_TOL
+    assert max_error(quick.weight_grad, plain.weight_grad) <= FLOAT64_TOL
     assert max_error(out, out_ref) <= FLOAT64_TOL
     assert max_error(grad_in, x_ref.grad) <= FLOAT64_TOL
-    assert max_error(fast.weight_grad, w_ref.grad) <= FLOAT64_TOL
+    assert max_error(quick.weight_grad, w_ref.grad) <= FLOAT64_TOL
     if bias:
-        assert max_error(fast.bias_grad, plain.bias_grad) <= FLOAT64_TOL
+        assert max_error(quick.bias_grad, plain.bias_grad) <= FLOAT64_TOL
 
 
 @settings(max_examples=60, deadline=None, derandomize=True, database=None,
@@ -276,7 +289,7 @@ def test_shifted_rows_conv_matches_unfold_path_and_autograd(case, rows_form):
 def test_convolve_rows_matches_autograd_for_random_shapes(rows_form, channels, out_channels,
                                                           kernel, padding, dilation, batch,
                                                           height, width, bias, seed):
-    """``convolve_rows`` and its backward, in both forms, against autograd in float64: any
+    """``convolve_rows`` and its backward, in each form, against autograd in float64: any
     kernel, padding and dilation (stride 1), including padding wider than the kernel reaches."""
     reach = [d * (k - 1) for d, k in zip(dilation, kernel)]
     if height + 2 * padding[0] <= reach[0] or width + 2 * padding[1] <= reach[1]:
@@ -286,11 +299,12 @@ def test_convolve_rows_matches_autograd_for_random_shapes(rows_form, channels, o
     x = torch.randn(batch, channels, height, width, **options)
     weight = torch.randn(out_channels, channels, *kernel, **options)
     b = torch.randn(out_channels, **options) if bias else None
-    out, buffer = rows.convolve_rows(x, weight, b, padding, dilation)
+    out, saved = rows.convolve_rows(x, weight, b, padding, dilation, rows_form)
+    assert saved.form == rows_form and saved.layout == rows_layout(x.shape, kernel, padding,
+                                                                   dilation)
     grad = torch.randn(out.shape, **options)
-    layout = rows_layout(x.shape, kernel, padding, dilation)
-    input_grad, weight_grad = rows.convolve_rows_backward(rows.spread_gradient(grad, layout),
-                                                          buffer, weight, layout)
+    input_grad, weight_grad = rows.convolve_rows_backward(
+        rows.spread_gradient(grad, saved.layout), saved, weight)
     with torch.enable_grad():
         x_ref, w_ref = x.clone().requires_grad_(True), weight.clone().requires_grad_(True)
         out_ref = F.conv2d(x_ref, w_ref, b, padding=padding, dilation=dilation)
@@ -301,13 +315,14 @@ def test_convolve_rows_matches_autograd_for_random_shapes(rows_form, channels, o
 
 
 def test_fast_forms_only_where_they_are_fast_and_valid():
-    assert Conv2d(SHIFTED_ROWS_MIN_CHANNELS, 8, 3, padding=1).fast_form() == "shifted rows"
-    assert Conv2d(SHIFTED_ROWS_MIN_CHANNELS - 1, 8, 3, padding=1).fast_form() is None
-    assert Conv2d(32, 8, 3, stride=2, padding=1).fast_form() is None
-    assert Conv2d(32, 8, 3, padding=1, backward_form="convolution").fast_form() is None
-    assert Conv2d(3, 8, 2, stride=2).fast_form() == "patches"
-    assert Conv2d(3, 8, 2, stride=2, padding=1).fast_form() is None
-    assert Conv2d(3, 8, 2, stride=2, dilation=2).fast_form() is None
+    minimum = fast.SHIFTED_ROWS_MIN_CHANNELS
+    assert fast.conv2d_form(Conv2d(minimum, 8, 3, padding=1)) == "shifted rows"
+    assert fast.conv2d_form(Conv2d(minimum - 1, 8, 3, padding=1)) is None
+    assert fast.conv2d_form(Conv2d(32, 8, 3, stride=2, padding=1)) is None
+    assert fast.conv2d_form(Conv2d(32, 8, 3, padding=1, backward_form="convolution")) is None
+    assert fast.conv2d_form(Conv2d(3, 8, 2, stride=2)) == "patches"
+    assert fast.conv2d_form(Conv2d(3, 8, 2, stride=2, padding=1)) is None
+    assert fast.conv2d_form(Conv2d(3, 8, 2, stride=2, dilation=2)) is None
 
 
 @settings(max_examples=60, deadline=None, derandomize=True, database=None)
@@ -339,3 +354,96 @@ def test_rows_layout_reaches_every_tap_and_no_other_pixel(height, width, kernel,
                     inside = 0 <= row < height and 0 <= col < width
                     expected = 1 + (n * height + row) * width + col if inside else 0
                     assert rows[base + offset].item() == expected
+
+
+# --------------------------------------------------------------------------------------------
+# What forward saves for backward: one record, the form included; no setting read in backward
+# --------------------------------------------------------------------------------------------
+
+def conv_against_autograd(conv, x, grad_out, out, grad_in):
+    """Max error of a Conv2d's output and gradients (one forward, one backward) vs autograd."""
+    with torch.enable_grad():
+        x_ref, w_ref = x.clone().requires_grad_(True), conv.weight.clone().requires_grad_(True)
+        out_ref = F.conv2d(x_ref, w_ref, conv.bias, conv.stride, conv.padding, conv.dilation)
+        out_ref.backward(grad_out)
+    return max(max_error(out, out_ref), max_error(grad_in, x_ref.grad),
+               max_error(conv.weight_grad, w_ref.grad))
+
+
+@pytest.mark.parametrize("form", ROWS_FORMS)
+def test_backward_runs_the_form_that_forward_ran(form):
+    """Issue 20's crash: a forward pass forced into the gathered form, then the backward pass
+    outside it, failed (``shape '[4, 2048, -1]' is invalid``): backward chose its form again
+    from module globals. Now it reads the form from ``conv.saved``."""
+    torch.manual_seed(11)
+    conv = Conv2d(32, 32, 3, padding=1).to(dtype=torch.float64)
+    generator = torch.Generator().manual_seed(12)
+    x = torch.randn(4, 32, 16, 16, generator=generator, dtype=torch.float64)
+    conv.force_form = form
+    out = conv.forward(x)
+    assert conv.saved.form == "shifted rows" and conv.saved.kept.form == form
+    conv.force_form = next(other for other in ROWS_FORMS if other != form)   # changed since
+    grad_out = torch.randn(out.shape, generator=generator, dtype=torch.float64)
+    grad_in = conv.backward(grad_out)
+    assert conv_against_autograd(conv, x, grad_out, out, grad_in) <= FLOAT64_TOL
+
+
+def test_switching_fast_off_between_forward_and_backward_changes_nothing():
+    torch.manual_seed(13)
+    conv = Conv2d(16, 8, 2, stride=2).to(dtype=torch.float64)     # patches
+    x = torch.randn(2, 16, 6, 6, dtype=torch.float64)
+    out = conv.forward(x)
+    conv.fast = False
+    grad_out = torch.randn(out.shape, dtype=torch.float64)
+    grad_in = conv.backward(grad_out)
+    assert conv.saved.form == "patches"
+    assert conv_against_autograd(conv, x, grad_out, out, grad_in) <= FLOAT64_TOL
+    block = fused_block(4, 3, form="gathered")
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    out = block.forward(x)
+    block.fast, block.force_form = False, None
+    grad_in = block.backward(torch.ones_like(out))
+    plain, _ = plain_twin(block)
+    plain.forward(x)
+    assert max_error(grad_in, plain.backward(torch.ones_like(out))) <= FLOAT64_TOL
+
+
+def test_forcing_a_form_that_cannot_compute_the_layer_is_refused():
+    x = torch.randn(1, 3, 6, 6)
+    strided = Conv2d(3, 4, 3, stride=2, padding=1)
+    strided.force_form = "wide"
+    with pytest.raises(ValueError, match=r"^Conv2d: cannot force the form 'wide'"):
+        strided.forward(x)
+    padded = Conv2d(3, 4, 3, padding=1)
+    padded.force_form = "patches"
+    with pytest.raises(ValueError, match=r"^Conv2d: cannot force the form 'patches'"):
+        padded.forward(x)
+    padded.force_form = "unknown"
+    with pytest.raises(ValueError, match=r"^Conv2d: cannot force the form 'unknown'"):
+        padded.forward(x)
+    block = Upsampling(3, 2, 3, padding=1)
+    block.force_form = "patches"
+    with pytest.raises(ValueError, match=r"^Upsampling: cannot force the form 'patches'"):
+        block.forward(x)
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: MaxPool2d(2), (2, 3, 7, 6)),
+    (lambda: ConvTranspose2d(3, 4, 2, stride=2), (2, 3, 5, 4)),
+], ids=["MaxPool2d", "ConvTranspose2d"])
+def test_patches_and_the_teachable_path_agree(make, shape):
+    """MaxPool2d and ConvTranspose2d with kernel = stride run on patches; with ``fast`` off the
+    same module runs the unfold/fold path of chapter 9, to the same numbers."""
+    torch.manual_seed(14)
+    quick = make().to(dtype=torch.float64)
+    plain = make().to(dtype=torch.float64)
+    plain.load_state_dict(quick.state_dict())
+    plain.fast = False
+    x = torch.randn(*shape, dtype=torch.float64)
+    out = quick.forward(x)
+    assert max_error(out, plain.forward(x)) <= FLOAT64_TOL
+    assert (quick.saved.form, plain.saved.form) in (("patches", "unfold"), ("patches", "fold"))
+    grad_out = torch.randn(out.shape, dtype=torch.float64)
+    assert max_error(quick.backward(grad_out), plain.backward(grad_out)) <= FLOAT64_TOL
+    for (_, _, ours), (_, _, theirs) in zip(quick.named_param(), plain.named_param()):
+        assert max_error(ours, theirs) <= FLOAT64_TOL

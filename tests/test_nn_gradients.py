@@ -11,7 +11,6 @@ The largest error seen is collected in ``helpers.LARGEST_ERRORS`` and printed af
 """
 import random
 import warnings
-from unittest import mock
 
 import pytest
 import torch
@@ -19,7 +18,6 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import scratchnn.nn.conv as conv_module
 from scratchnn import MSE, Conv2d, NearestUpsampling, ReLU, Sequential, Sigmoid, Upsampling
 from scratchnn.gradcheck import check_module_numerically
 
@@ -137,24 +135,28 @@ PATCH_CONFIGS = [
 
 
 def make_conv(config, dtype, backward_form, seed=0):
-    """The Conv2d of ``config``. ``backward_form`` "fast" runs the fast forms of chapter 8 (see
+    """The Conv2d of ``config``. ``backward_form`` "fast" runs the fast forms of chapter 8,
+    shifted rows forced for every stride-1 configuration whatever its number of channels (see
     ``check_conv``); "fold" and "convolution" always run the unfold path."""
     torch.manual_seed(seed)
     conv = Conv2d(config["in_channels"], config["out_channels"], config["kernel_size"],
                   config["stride"], config["padding"], config["dilation"], config["bias"],
                   backward_form="fold" if backward_form == "fast" else backward_form)
     conv.fast = backward_form == "fast"
+    if backward_form == "fast" and expected_form(conv) == "shifted rows":
+        conv.force_form = "shifted rows"
     return conv.to(dtype=dtype)
 
 
+def expected_form(conv):
+    """The fast form a configuration can run: patches, shifted rows or none (unfold)."""
+    if conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.kernel_size == conv.stride:
+        return "patches"
+    return "shifted rows" if conv.stride == (1, 1) else "unfold"
+
+
 def check_conv(config, dtype, backward_form, seed=0):
-    """Forward and all gradients of one configuration against autograd. With "fast", the
-    shifted-rows form runs whatever the number of channels (its threshold is lowered to 1)."""
-    with mock.patch.object(conv_module, "SHIFTED_ROWS_MIN_CHANNELS", 1):
-        return check_conv_form(config, dtype, backward_form, seed)
-
-
-def check_conv_form(config, dtype, backward_form, seed=0):
+    """Forward and all gradients of one configuration against autograd."""
     conv = make_conv(config, dtype, backward_form, seed)
     generator = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(config["batch"], config["in_channels"], *config["size"], generator=generator,
@@ -169,14 +171,8 @@ def check_conv_form(config, dtype, backward_form, seed=0):
         out_ref = F.conv2d(x_ref, w_ref, b_ref, conv.stride, conv.padding, conv.dilation)
         gx, gw, gb = reference_grads(out_ref, [x_ref, w_ref, b_ref], grad_out)
 
-    expected = None
-    if backward_form == "fast" and conv.padding == (0, 0) and conv.dilation == (1, 1) \
-            and conv.kernel_size == conv.stride:
-        expected = "patches"
-    elif backward_form == "fast" and conv.stride == (1, 1):
-        expected = "shifted rows"
-    assert conv.form == expected
-    label = f"Conv2d[{backward_form}, {conv.form}, {dtype}]"
+    assert conv.saved.form == (expected_form(conv) if backward_form == "fast" else "unfold")
+    label = f"Conv2d[{backward_form}, {conv.saved.form}, {dtype}]"
     assert_match(f"{label} forward", out, out_ref, dtype)
     assert_match(f"{label} input grad", grad_in, gx, dtype)
     assert_match(f"{label} weight grad", conv.weight_grad, gw, dtype)

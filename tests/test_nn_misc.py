@@ -91,25 +91,50 @@ def test_to_float64_converts_parameters_and_gradients_and_keeps_param_live():
 
 @pytest.mark.parametrize("make", [lambda p: SGD(p, lr=0.5, momentum=0.9), lambda p: Adam(p)],
                          ids=["SGD", "Adam"])
-def test_optimizer_built_before_to_refuses_to_step(make):
-    """Module.to replaces the parameter tensors (torch.nn.Module.to keeps the same Parameter
-    objects), so an optimizer made before it would update tensors the module no longer uses."""
-    conv = Conv2d(1, 1, 1)
+def test_optimizer_built_before_to_keeps_updating_the_network(make):
+    """Module.to moves the tensors in place (torch.nn.Module.to keeps the same Parameter
+    objects too), so an optimizer made before it updates the network's parameters, exactly as
+    one made after it does."""
+    torch.manual_seed(3)
+    before, after = small_network(), small_network()
+    after.load_state_dict(before.state_dict())
+    early = make(before.param())
+    pairs = [(id(parameter), id(gradient)) for parameter, gradient in before.param()]
+    before.to(dtype=torch.float64)
+    late = make(after.to(dtype=torch.float64).param())
+    assert [(id(parameter), id(gradient)) for parameter, gradient in before.param()] == pairs
+    assert all(p.dtype == g.dtype == torch.float64 for p, g in early.params)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    initial = {name: tensor.clone() for name, tensor in before.state_dict().items()}
+    for model, optimizer in ((before, early), (after, late)):
+        for _ in range(2):
+            optimizer.zero_grad()
+            out = model.forward(x)
+            model.backward(torch.ones_like(out))
+            optimizer.step()
+    for name, tensor in before.state_dict().items():
+        assert tensor.dtype == torch.float64 and not torch.equal(tensor, initial[name]), name
+        assert torch.equal(tensor, after.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("make", [lambda p: SGD(p, lr=0.5, momentum=0.9), lambda p: Adam(p)],
+                         ids=["SGD", "Adam"])
+def test_optimizer_buffers_follow_a_move_after_steps(make):
+    """Momentum buffers and running averages made in float32 follow the parameters to float64
+    at the next step: the optimizer keeps working whenever the module is moved."""
+    conv = Conv2d(2, 3, 1)
     optimizer = make(conv.param())
-    name = type(optimizer).__name__
-    conv.to(dtype=torch.float64)
-    out = conv.forward(torch.ones(1, 1, 1, 1, dtype=torch.float64))
-    conv.backward(torch.ones_like(out))
-    weight = conv.weight.clone()
-    message = (rf"^{name}: the module's parameters were moved with \.to\(\) after this optimizer "
-               rf"was made; make the optimizer after calling \.to\(\)$")
-    with pytest.raises(ValueError, match=message):
+    for dtype in (torch.float32, torch.float64):
+        conv.to(dtype=dtype)
+        out = conv.forward(torch.ones(1, 2, 2, 2, dtype=dtype))
+        conv.backward(torch.ones_like(out))
+        weight = conv.weight.clone()
         optimizer.step()
-    with pytest.raises(ValueError, match=message):
-        optimizer.zero_grad()
-    assert torch.equal(conv.weight, weight)
-    make(conv.param()).step()   # an optimizer made after .to() trains the module
-    assert not torch.equal(conv.weight, weight)
+        assert not torch.equal(conv.weight, weight)
+    state = optimizer.state_dict()
+    buffers = [value for value in state.values() if isinstance(value, list)]
+    assert all(buffer.dtype == torch.float64 for values in buffers for buffer in values
+               if isinstance(buffer, torch.Tensor))
 
 
 def test_to_that_changes_nothing_keeps_the_optimizer_working():

@@ -110,17 +110,36 @@ def _outermost_attribute(node, parents):
 
 
 def nn_sources():
+    """Every Python file under scratchnn/nn/, in sub-folders too (the fast machinery in fast/)."""
     files = sorted(NN_DIR.rglob("*.py"))
-    assert {path.name for path in files} >= {"__init__.py", "module.py", "conv.py",
-                                             "activation.py", "optim.py"}
+    names = {relative_name(path) for path in files}
+    assert names >= {"__init__.py", "module.py", "conv.py", "activation.py", "optim.py",
+                     "fast/__init__.py", "fast/shifted_rows.py", "fast/patches.py",
+                     "fast/fused_upsampling.py"}
     return files
 
 
-@pytest.mark.parametrize("path", nn_sources(), ids=lambda path: path.name)
+def relative_name(path):
+    return path.relative_to(NN_DIR).as_posix()
+
+
+@pytest.mark.parametrize("path", nn_sources(), ids=relative_name)
 def test_framework_source_obeys_the_rule(path):
     name = str(path.relative_to(NN_DIR.parent.parent))
     problems = violations(path.read_text(encoding="utf-8"), name)
     assert not problems, "the rule of the framework is broken:\n" + "\n".join(problems)
+
+
+def test_the_teachable_core_reads_in_one_sitting():
+    """Everything in nn/ but nn/fast/ stays about a thousand lines, and reaches the fast machinery
+    only through the ``fast`` package, one hand-over per layer (``fast.conv2d_forward`` ...)."""
+    teachable = sorted(NN_DIR.glob("*.py"))
+    lines = sum(len(path.read_text(encoding="utf-8").splitlines()) for path in teachable)
+    assert lines <= 1100, f"the teachable core has grown to {lines} lines"
+    for path in teachable:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level and node.module:
+                assert not node.module.startswith("fast"), f"{path.name}: from .{node.module}"
 
 
 BAD_SOURCES = {

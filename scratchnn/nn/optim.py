@@ -42,10 +42,7 @@ def is_pair(entry):
 
 
 class Optimizer:
-    """Checks the pairs and the learning rate; ``zero_grad`` clears every gradient.
-
-    ``step`` and ``zero_grad`` first check that no pair was replaced by ``Module.to``.
-    """
+    """Checks the pairs and the learning rate; ``zero_grad`` clears every gradient."""
 
     def __init__(self, params, lr):
         name = type(self).__name__
@@ -63,20 +60,16 @@ class Optimizer:
                                  f"got {entry!r:.80} at position {index}")
         self.lr = non_negative(lr, "lr", name)
 
-    def check_not_moved(self):
-        """Refuse tensors that ``Module.to`` has replaced: updating them would change nothing.
-
-        ``Module.to`` gives every tensor it replaces the note ``moved_by_to``.
-        """
-        if any(hasattr(tensor, "moved_by_to") for pair in self.params for tensor in pair):
-            raise ValueError(f"{type(self).__name__}: the module's parameters were moved with "
-                             f".to() after this optimizer was made; make the optimizer after "
-                             f"calling .to()")
-
     def zero_grad(self):
-        self.check_not_moved()
         for _, gradient in self.params:
             gradient.zero_()
+
+    def like_parameters(self, buffers):
+        """Put each buffer (None: not made yet) on its parameter's device and dtype, in place:
+        ``Module.to`` may have moved the parameters since this optimizer made its buffers."""
+        for buffer, (parameter, _) in zip(buffers, self.params):
+            if buffer is not None:
+                buffer.data = buffer.data.to(parameter.device, parameter.dtype)
 
     def check_kind(self, state):
         """A state must be a dict saved by the same kind of optimizer."""
@@ -126,7 +119,7 @@ class SGD(Optimizer):
         self.velocities = [None] * len(self.params)
 
     def step(self):
-        self.check_not_moved()
+        self.like_parameters(self.velocities)
         for index, (parameter, gradient) in enumerate(self.params):
             if self.weight_decay:
                 gradient = gradient.add(parameter, alpha=self.weight_decay)
@@ -174,7 +167,8 @@ class Adam(Optimizer):
         self.squares = [gradient.new_zeros(gradient.shape) for _, gradient in self.params]
 
     def step(self):
-        self.check_not_moved()
+        self.like_parameters(self.means)
+        self.like_parameters(self.squares)
         self.steps += 1
         beta1, beta2 = self.betas
         step_size = self.lr / (1 - beta1 ** self.steps)

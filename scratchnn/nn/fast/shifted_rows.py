@@ -1,11 +1,10 @@
-"""Convolutions as matrix products on channels-last rows, with no unfold copy (chapter 8).
+"""Shifted rows: stride-1 convolutions as matrix products on channels-last rows (chapter 8).
 
-Shifted rows (stride 1, any kernel, padding and dilation):
-
-Store the input channels-last, one row of C numbers per pixel, with zero rows for the padding:
-row ``r`` of the flat (R, C) buffer is one pixel. A pixel's neighbour (i, j) pixels further on is
-then always ``i * row_width + j`` rows further in the buffer, so the input under kernel tap
-(i, j), for *every* output pixel at once, is one contiguous slice of rows. The convolution is a
+Any kernel, padding and dilation, and no unfold copy. Store the input channels-last, one row of C
+numbers per pixel, with zero rows for the padding: row ``r`` of the flat (R, C) buffer is one
+pixel. A pixel's neighbour (i, j) pixels further on is then always ``i * row_width + j`` rows
+further in the buffer, so the input under kernel tap (i, j), for *every* output pixel at once, is
+one contiguous slice of rows. The convolution is a
 sum of kh*kw matrix products, (rows slice) @ (C, O) tap matrix, and each backward pass is the
 same kind of sum: no ``unfold`` copy nine times the size of the input is needed.
 
@@ -14,21 +13,21 @@ the zero columns at the end of one pixel row are also the zero columns before th
 zero rows under one image are those above the next. A slice also covers positions that are not
 output pixels (inside the padding); those results are computed and then ignored.
 
-The same products can be grouped three ways (``rows_form``): one per tap; for few output
-channels (the denoiser's last layer, 3 colours), where each would be a thin sliver that runs
-slowly, one *wide* product with all the taps side by side and then shifted sums; and for small
-maps, where many positions lie in the padding, the taps of each output pixel *gathered* into one
-row (an unfold, on rows, while it is small) and one product.
+The same products can be grouped three ways, the ``ROWS_FORMS`` that ``rows_form`` chooses
+between: one per tap; for few output channels (the denoiser's last layer, 3 colours), where each
+would be a thin sliver that runs slowly, one *wide* product with all the taps side by side and
+then shifted sums; and for small maps, where many positions lie in the padding, the taps of each
+output pixel *gathered* into one row (an unfold, on rows, while it is small) and one product.
 """
-import contextlib
-import math
 from dataclasses import dataclass
 
 import torch
 
+from .long_sums import long_sum_product
+
+ROWS_FORMS = ("per tap", "wide", "gathered")
 WIDE_MAX_OUT_CHANNELS = 12        # measured in benchmarks/bench_conv.py --forms (chapter 8)
 GATHER_MAX_ENTRIES = 2 ** 19      # also measured there
-LONG_SUM_MIN_ROWS = 4096          # see long_sum_product
 
 
 @dataclass(frozen=True)
@@ -139,24 +138,34 @@ def stacked_taps(weight):
     return weight.permute(2, 3, 1, 0).reshape(kh * kw, c, o).contiguous()
 
 
-def convolve_rows(x, weight, bias, padding, dilation):
+@dataclass(frozen=True)
+class RowsSaved:
+    """What ``convolve_rows`` keeps for ``convolve_rows_backward``: the form it ran, the layout,
+    and the rows (in the gathered form, the gathered taps: its weight gradient is one product
+    with them)."""
+    form: str
+    layout: RowsLayout
+    buffer: torch.Tensor
+
+
+def convolve_rows(x, weight, bias, padding, dilation, form=None):
     """Stride-1 cross-correlation of ``x`` with ``weight`` plus ``bias``.
 
-    out[r] = bias + sum over taps t of rows[r + offsets[t]] @ tap_t, in the form ``rows_form``
-    chooses. Returns the output and what the backward pass needs: the rows, or in the gathered
-    form the gathered taps (its weight gradient is one product with them).
+    out[r] = bias + sum over taps t of rows[r + offsets[t]] @ tap_t, organised in ``form``, one
+    of ``ROWS_FORMS`` (None: the one ``rows_form`` chooses for these shapes). Returns the output
+    and the ``RowsSaved`` record that the backward pass reads.
     """
     o, c, kh, kw = weight.shape
     layout = rows_layout(x.shape, (kh, kw), padding, dilation)
+    form = form or rows_form(c, o, layout)
     rows = to_rows(x, layout)
     taps = stacked_taps(weight)
-    form = rows_form(c, o, layout)
     if form == "wide":
-        return wide_forward(rows, taps, bias, layout), rows
+        return wide_forward(rows, taps, bias, layout), RowsSaved(form, layout, rows)
     if form == "gathered":
         gathered = gather_taps(rows, layout)
-        return gathered_forward(gathered, taps, bias, layout), gathered
-    return taps_forward(rows, taps, bias, layout), rows
+        return gathered_forward(gathered, taps, bias, layout), RowsSaved(form, layout, gathered)
+    return taps_forward(rows, taps, bias, layout), RowsSaved(form, layout, rows)
 
 
 def rows_form(in_channels, out_channels, layout):
@@ -176,23 +185,6 @@ def rows_form(in_channels, out_channels, layout):
     if pixels * len(layout.offsets) * in_channels <= GATHER_MAX_ENTRIES:
         return "gathered"
     return "per tap"
-
-
-# The thresholds of ``rows_form`` that make it pick one form whatever the shape.
-FORCING = {"per tap": (0, 0), "wide": (10 ** 9, 0), "gathered": (0, 10 ** 15)}
-
-
-@contextlib.contextmanager
-def forced_form(form):
-    """Inside this block every shifted-rows convolution runs in ``form`` (for the tests, the
-    benchmarks and chapter 8, which compare the three forms on the same convolutions)."""
-    global WIDE_MAX_OUT_CHANNELS, GATHER_MAX_ENTRIES
-    saved = WIDE_MAX_OUT_CHANNELS, GATHER_MAX_ENTRIES
-    WIDE_MAX_OUT_CHANNELS, GATHER_MAX_ENTRIES = FORCING[form]
-    try:
-        yield
-    finally:
-        WIDE_MAX_OUT_CHANNELS, GATHER_MAX_ENTRIES = saved
 
 
 def taps_forward(rows, taps, bias, layout):
@@ -270,40 +262,21 @@ def spread_gradient(grad, layout):
     return spread
 
 
-def convolve_rows_backward(spread, saved, weight, layout):
+def convolve_rows_backward(spread, saved, weight):
     """Gradients of ``convolve_rows`` with respect to its input and its weight (not the bias).
 
-    ``spread`` is the output gradient laid out by ``spread_gradient``, ``saved`` what
+    ``spread`` is the output gradient laid out by ``spread_gradient``, ``saved`` the record that
     ``convolve_rows`` returned with the output. For each tap t at offset s, with G the gradient
     rows and G_t the slice that tap t sends back to the input rows:
-    d tap_t = rows[s : s + m]^T @ G and d input rows += G_t @ tap_t^T, organised in the same
-    form as the forward pass (``rows_form``).
+    d tap_t = rows[s : s + m]^T @ G and d input rows += G_t @ tap_t^T, organised in the form
+    that the forward pass ran (``saved.form``).
     """
     o, c, kh, kw = weight.shape
-    taps = stacked_taps(weight)
+    layout, taps = saved.layout, stacked_taps(weight)
     backward = {"wide": wide_backward, "gathered": gathered_backward, "per tap": taps_backward}
-    input_rows, tap_grads = backward[rows_form(c, o, layout)](spread, saved, taps, layout)
+    input_rows, tap_grads = backward[saved.form](spread, saved.buffer, taps, layout)
     input_grad = images_of(input_rows, 0, layout, layout.height, layout.width)
     return input_grad, tap_grads.reshape(kh, kw, c, o).permute(3, 2, 0, 1)
-
-
-def long_sum_product(left, right, parts=4):
-    """``left^T @ right`` for two matrices with the same, long, number of rows m.
-
-    This is the shape of every weight gradient: a small result summed over all positions. The
-    matrix library shares a product between threads by cutting its result into blocks, and a
-    small result leaves one thread with most of the work (measured on 2 threads: about 1.4x the
-    time of a forward product of the same size). So the sum over m is cut into gcd(m, parts)
-    equal pieces (4, 2 or 1 for parts = 4), computed as one batched product, a piece per thread,
-    and the pieces' small results are added. Below ``LONG_SUM_MIN_ROWS`` rows the batching
-    costs more than it saves (measured), and one product runs.
-    """
-    m = left.shape[0]
-    parts = math.gcd(m, parts) if m >= LONG_SUM_MIN_ROWS else 1
-    if parts == 1:
-        return left.t().matmul(right)
-    pieces = left.reshape(parts, m // parts, -1).transpose(1, 2)
-    return pieces.bmm(right.reshape(parts, m // parts, -1)).sum(0)
 
 
 def sent_back(spread, layout, offset):
@@ -346,68 +319,3 @@ def gathered_backward(spread, gathered, taps, layout):
     sent = grad_rows.matmul(taps.reshape(k * c, o).t())              # d gathered
     input_rows = scatter_taps(sent, layout, c)
     return input_rows[layout.lead:layout.lead + layout.positions], tap_grads
-
-
-# Non-overlapping patches (kernel = stride, no padding, no dilation): the seed networks' 2x2
-# stride-2 convolutions. Each output pixel reads its own kh x kw patch and no other does, so
-# "unfold" is only a reshape of the image into one row per patch.
-
-def is_patchwise(kernel_size, stride, padding, dilation):
-    """True when every input pixel lies in at most one patch (kernel = stride, no padding)."""
-    return kernel_size == stride and padding == (0, 0) and dilation == (1, 1)
-
-
-def to_patches(x, kernel_size):
-    """(N, C, H, W) -> (N * Ho * Wo, kh * kw * C): one row per patch, channels last in each tap.
-
-    Rows and columns that no patch reaches (when kh does not divide H) are left out.
-    """
-    (n, c, height, width), (kh, kw) = x.shape, kernel_size
-    out_h, out_w = height // kh, width // kw
-    x = x[:, :, :out_h * kh, :out_w * kw].permute(0, 2, 3, 1)               # (N, H, W, C)
-    patches = x.reshape(n, out_h, kh, out_w, kw, c).permute(0, 1, 3, 2, 4, 5)
-    return patches.reshape(n * out_h * out_w, kh * kw * c)
-
-
-def from_patches(patches, input_shape, kernel_size):
-    """The transpose of ``to_patches``: rows of patches back to (N, C, H, W), zeros elsewhere.
-
-    The result lies channels-last in memory, like the input gradients of the other fast forms.
-    """
-    (n, c, height, width), (kh, kw) = input_shape, kernel_size
-    out_h, out_w = height // kh, width // kw
-    image = patches.reshape(n, out_h, out_w, kh, kw, c).permute(0, 1, 3, 2, 4, 5)
-    image = image.reshape(n, out_h * kh, out_w * kw, c)
-    if (out_h * kh, out_w * kw) != (height, width):
-        full = image.new_zeros(n, height, width, c)
-        full[:, :out_h * kh, :out_w * kw] = image
-        image = full
-    return image.permute(0, 3, 1, 2)
-
-
-def patch_matrix(weight):
-    """The weight (O, C, kh, kw) as the (kh * kw * C, O) matrix that multiplies ``to_patches``."""
-    return weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0])
-
-
-def convolve_patches(x, weight, bias):
-    """Convolution with stride = kernel: one product (N*L, kh*kw*C) @ (kh*kw*C, O), plus bias.
-
-    Returns the output as an (N, O, Ho, Wo) view of channels-last memory, and the patches.
-    """
-    o, kernel = weight.shape[0], tuple(weight.shape[2:])
-    patches = to_patches(x, kernel)
-    matrix = patch_matrix(weight)
-    out = patches.matmul(matrix) if bias is None else bias.addmm(patches, matrix)
-    out_h, out_w = x.shape[2] // kernel[0], x.shape[3] // kernel[1]
-    return out.reshape(x.shape[0], out_h, out_w, o).permute(0, 3, 1, 2), patches
-
-
-def convolve_patches_backward(grad, patches, weight, input_shape):
-    """Input and weight gradients of ``convolve_patches``: chapter 4's two products, on rows."""
-    o, c, kh, kw = weight.shape
-    grad_rows = grad.permute(0, 2, 3, 1).reshape(-1, o)                     # (N*L, O)
-    weight_grad = long_sum_product(patches, grad_rows)                      # (kh*kw*C, O)
-    weight_grad = weight_grad.reshape(kh, kw, c, o).permute(3, 2, 0, 1)
-    input_grad = from_patches(grad_rows.matmul(patch_matrix(weight).t()), input_shape, (kh, kw))
-    return input_grad, weight_grad
