@@ -1,5 +1,5 @@
-"""The animations of ``scratchnn.animations``: frame counts, the HTML they embed, and the numbers
-they show, read back from the drawn figure and checked against PyTorch.
+"""The animations of ``scratchnn.book.animations``: frame counts, the HTML they embed, and the
+numbers they show, read back from the drawn figure and checked against PyTorch.
 
 Rendering costs a fraction of a second per frame, so the numbers are checked on small settings
 (4 to 8 frames); the chapters' default settings are only counted.
@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scratchnn import animations
+from scratchnn.book import animations
 from scratchnn.nn.conv import output_length
 from scratchnn.nn.fast.fused_upsampling import collapse_kernel
 

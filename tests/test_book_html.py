@@ -138,7 +138,7 @@ def test_page_renders(source, build, tmp_path):
     assert colab in links, f"{name}: no Colab launch link to {colab}"
 
 
-# Chapters that must show at least one matplotlib animation (``scratchnn.animations``).
+# Chapters that must show at least one matplotlib animation (``scratchnn.book.animations``).
 ANIMATED_CHAPTERS = ["03_conv_forward", "04_conv_backward", "05_upsampling", "08_making_it_fast"]
 
 # Injected into a copy of a page: after load, press every animation's Play button (matplotlib's
@@ -173,7 +173,7 @@ def test_animations_play(build, tmp_path):
             animated[page] = text
     names = [page.stem for page in animated]
     missing = [name for name in ANIMATED_CHAPTERS if name not in names]
-    assert not missing, (f"no animation (scratchnn.animations + as_html) on the pages of "
+    assert not missing, (f"no animation (scratchnn.book.animations + as_html) on the pages of "
                          f"{missing}; found animations on {names}")
 
     for page, text in animated.items():

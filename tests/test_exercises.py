@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn.functional import fold, unfold
 
-from scratchnn import exercises
+from scratchnn.book import exercises
 from scratchnn.nn.conv import convolve, place_in_zeros
 
 # --- right solutions ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from scratchnn import (Concat, Conv2d, ConvTranspose2d, LeakyReLU, MaxPool2d, ReLU, Residual,
                        Sequential)
-from scratchnn.gradcheck import check_module_numerically, max_error
+from scratchnn.book.gradcheck import check_module_numerically, max_error
 
 from helpers import LARGEST_ERRORS
 

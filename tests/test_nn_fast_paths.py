@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from scratchnn import (Conv2d, ConvTranspose2d, MaxPool2d, NearestUpsampling, Sequential,
                        Upsampling)
-from scratchnn.gradcheck import max_error
+from scratchnn.book.gradcheck import max_error
 from scratchnn.nn import fast
 from scratchnn.nn.fast import shifted_rows as rows
 from scratchnn.nn.fast.fused_upsampling import (collapse_kernel, expand_kernel_grad,

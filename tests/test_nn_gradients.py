@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scratchnn import MSE, Conv2d, NearestUpsampling, ReLU, Sequential, Sigmoid, Upsampling
-from scratchnn.gradcheck import check_module_numerically
+from scratchnn.book.gradcheck import check_module_numerically
 
 from helpers import LARGEST_ERRORS
 
@@ -499,7 +499,7 @@ def test_sequential_end_to_end_matches_autograd(backward_form, dtype):
 
 
 # --------------------------------------------------------------------------------------------
-# Finite differences (scratchnn.gradcheck), independent of autograd
+# Finite differences (scratchnn.book.gradcheck), independent of autograd
 # --------------------------------------------------------------------------------------------
 
 NUMERICAL_TOL = 1e-6

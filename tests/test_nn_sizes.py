@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from scratchnn import Conv2d, ConvTranspose2d, MaxPool2d, Upsampling
-from scratchnn.gradcheck import max_error
+from scratchnn.book.gradcheck import max_error
 from scratchnn.nn import fast
 from scratchnn.nn.fast import long_sums, shifted_rows
 from scratchnn.nn.fast.long_sums import LONG_SUM_MIN_ROWS, long_sum_product

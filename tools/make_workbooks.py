@@ -7,7 +7,7 @@
   statement); a markdown cell left empty is dropped, the exercise statements stay;
 * every output and execution count is cleared, so the reader runs the workbook top to bottom; the
   "your turn" skeleton cells stay as they are and print "not implemented yet" (from
-  ``scratchnn.exercises``) until the reader fills them in;
+  ``scratchnn.book.exercises``) until the reader fills them in;
 * a first markdown cell says which chapter it is the workbook of, with links back to the chapter;
   the chapter's own "Open the workbook in Colab" cell is left out;
 * the MyST that only the book's build understands becomes Markdown and LaTeX that Colab renders

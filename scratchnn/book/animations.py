@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 from matplotlib.animation import FuncAnimation
 from matplotlib.patches import Rectangle
 
-from .nn.conv import output_length
+from ..nn.conv import output_length
 
 FIGSIZE, DPI, INTERVAL_MS = (8, 3), 80, 700
 PADDING_COLOR, EMPTY_COLOR, READ_COLOR, WRITE_COLOR = "#eeeeee", "white", "#9ecae1", "#fdae6b"
@@ -361,7 +361,7 @@ def phase_kernels(weights):
     2x2 phase kernel (chapter 8): this is ``scratchnn.nn.fast.fused_upsampling.collapse_kernel``
     in plain loops.
     """
-    from .nn.fast.fused_upsampling import COLLAPSE, PHASES
+    from ..nn.fast.fused_upsampling import COLLAPSE, PHASES
 
     def entry(a, b, t, u):
         return sum(COLLAPSE[2 * a + t][r] * COLLAPSE[2 * b + u][v] * weights[r][v]
