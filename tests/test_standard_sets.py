@@ -362,3 +362,29 @@ def test_the_standard_sets_benchmark_on_tiny_sets(tmp_path, monkeypatch):
     assert rows[2]["knob"]["width"] in standard_sets.BLUR_WIDTHS
     standard_sets.main(common + ["--sigmas", "25", "--methods", "noisy", "blur", "--resume"])
     assert json.loads(out.read_text())["rows"] == rows  # nothing measured twice
+
+
+def test_the_variant_probe_on_tiny_sets(tmp_path, monkeypatch):
+    """benchmarks/probe_quality.py: every variant with every seed, a JSON of the runs, and
+    --resume runs nothing twice."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import probe_quality
+    source = tmp_path / "source"
+    entries = {name: {"repository": "a/b", "commit": "0" * 40, "folder": name,
+                      "files": write_images(source / name, count, size=(32, 32), seed=seed)}
+               for name, count, seed in (("cbsd432", 3, 0), ("kodak24", 2, 1))}
+    monkeypatch.setattr(datasets, "registry", lambda: entries)
+    monkeypatch.setenv(datasets.CACHE_VARIABLE, str(tmp_path / "cache"))
+    for name in entries:
+        datasets.install_from(name, source / name)
+    out = tmp_path / "probe.json"
+    arguments = ["--variants", "nearest", "clipped", "--seeds", "0", "1", "--steps", "2",
+                 "--crop", "16", "--batch", "2", "--channels", "4", "--out", str(out),
+                 "--threads", "1"]
+    probe_quality.main(arguments)
+    runs = json.loads(out.read_text())["runs"]
+    assert sorted((run["variant"], run["seed"]) for run in runs) == [
+        ("clipped", 0), ("clipped", 1), ("nearest", 0), ("nearest", 1)]
+    assert all(15 < run["kodak24_psnr_db"] < 30 for run in runs)
+    probe_quality.main(arguments + ["--resume"])
+    assert json.loads(out.read_text())["runs"] == runs
