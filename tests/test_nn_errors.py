@@ -266,6 +266,31 @@ def test_invalid_backward_form():
         Conv2d(3, 2, 3, backward_form="col2im")
 
 
+@pytest.mark.parametrize("make, form", [
+    (lambda: Conv2d(1, 1, 2, stride=2), "patches"),           # the landing page's stride change
+    (lambda: Conv2d(16, 4, 3, padding=1), "shifted rows"),
+], ids=["patches", "shifted-rows"])
+def test_backward_by_fold_after_a_fast_forward_says_why(make, form):
+    """Chapter 4 calls the two backward methods directly; after a fast forward (chapter 8) the
+    unfold columns do not exist, and the error says so instead of an AttributeError/IndexError."""
+    conv = make()
+    out = conv.forward(torch.randn(1, conv.in_channels, 4, 4))
+    with pytest.raises(RuntimeError, match=rf"^Conv2d.backward_by_fold needs the unfold "
+                                           rf"columns, .*fast form '{form}'.*conv.fast = False"):
+        conv.backward_by_fold(torch.ones(out.shape))
+    # The convolution form needs only the input, which every form keeps: it still works.
+    by_convolution = conv.backward_by_convolution(torch.ones(out.shape))
+    conv.fast = False
+    conv.forward(conv.saved.input)
+    torch.testing.assert_close(by_convolution, conv.backward_by_fold(torch.ones(out.shape)))
+
+
+@pytest.mark.parametrize("method", ["backward_by_fold", "backward_by_convolution"])
+def test_backward_methods_before_forward(method):
+    with pytest.raises(RuntimeError, match=r"^Conv2d.backward called before forward"):
+        getattr(Conv2d(1, 1, 2, stride=2), method)(torch.ones(1, 1, 2, 2))
+
+
 # --------------------------------------------------------------------------------------------
 # Sequential: one module object used twice
 # --------------------------------------------------------------------------------------------

@@ -146,6 +146,12 @@ class Conv2d(Convolution):
 
     def backward_by_fold(self, grad):
         """Backward of the product ``out = W @ columns``; ``fold`` sums columns into pixels."""
+        check_grad_saved(self, grad, self.saved)
+        if self.saved.form != "unfold":   # a direct call after one of chapter 8's forms
+            raise RuntimeError(f"Conv2d.backward_by_fold needs the unfold columns, but the last "
+                               f"forward pass ran the fast form {self.saved.form!r}, which keeps "
+                               f"none; set conv.fast = False before forward, or call "
+                               f"conv.backward(grad), which follows any form")
         n, o = grad.shape[:2]
         columns, input_size = self.saved.kept, tuple(self.saved.input.shape[2:])
         grad = grad.reshape(n, o, -1)                                          # (N, O, L)
@@ -157,6 +163,7 @@ class Conv2d(Convolution):
 
     def backward_by_convolution(self, grad):
         """Both gradients as stride-1 convolutions of the stride-dilated output gradient."""
+        check_grad_saved(self, grad, self.saved)
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         (ph, pw), (dh, dw) = self.padding, self.dilation
         x = self.saved.input
