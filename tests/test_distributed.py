@@ -24,7 +24,7 @@ import torch
 import torch.multiprocessing
 
 from scratchnn import build_network, distributed
-from scratchnn.data import make_noise2noise_pairs, make_validation_set
+from scratchnn.data import FreshPairs, make_crops, make_noise2noise_pairs, make_validation_set
 from scratchnn.files import CHECKPOINT_FILE, HISTORY_FILE, RUN_FILES
 from scratchnn.reference import build_reference
 from scratchnn.settings import TrainSettings
@@ -184,6 +184,18 @@ SETTINGS = {"scratchnn": TrainSettings(optimizer="sgd", momentum=0.9, batch_size
                                    dtype=torch.float64, seed=1)}
 
 
+def train_fresh_tiny(out_dir):
+    """Two epochs of 3 steps on fresh pairs (batch 3: shards of 2 and 1), cosine schedule."""
+    torch.manual_seed(0)
+    network = build_network("unet", 4, depth=2)
+    pairs = FreshPairs(tuple(make_crops(3, seed=0, crop_size=24)), crop_size=16, seed=1)
+    settings = TrainSettings(batch_size=3, device="cpu", dtype=torch.float64, seed=1,
+                             lr_schedule="cosine")
+    history = train(network, pairs, None, 2, settings=settings, validation=make_validation_set(8),
+                    out_dir=out_dir, progress=False, steps_per_epoch=3)
+    return network.state_dict(), history
+
+
 def spawned_process(rank, folder, port):
     """One of two processes: join the group as torchrun's processes do, train, save."""
     torch.set_num_threads(1)
@@ -193,6 +205,7 @@ def spawned_process(rank, folder, port):
     try:
         results = {framework: train_tiny(framework, Path(folder) / f"{framework}{rank}", settings)
                    for framework, settings in SETTINGS.items()}
+        results["fresh"] = train_fresh_tiny(Path(folder) / f"fresh{rank}")
     finally:
         distributed.stop()
     torch.save(results, Path(folder) / f"results{rank}.pt")
@@ -223,6 +236,17 @@ def test_uneven_and_empty_shards_give_the_one_process_step(spawned, framework, t
     assert history0["train_loss"][1:] == pytest.approx(history["train_loss"][1:], rel=1e-12)
     assert history1["train_loss"] == history0["train_loss"]  # every process sees the same loss
     assert all(value is None for value in history1["val_psnr"])  # only process 0 validates
+
+
+def test_fresh_pairs_and_a_schedule_give_the_one_process_run(spawned, tmp_path):
+    """Every process draws the same fresh global batch and steps on its shard of it."""
+    _, results = spawned
+    weights, history = train_fresh_tiny(tmp_path)
+    (weights0, history0), (weights1, _) = results[0]["fresh"], results[1]["fresh"]
+    for name, tensor in weights.items():
+        assert torch.allclose(weights0[name], tensor, rtol=0, atol=1e-12), name
+        assert torch.equal(weights0[name], weights1[name]), name
+    assert history0["train_loss"][1:] == pytest.approx(history["train_loss"][1:], rel=1e-12)
 
 
 @pytest.mark.parametrize("framework", list(SETTINGS))
