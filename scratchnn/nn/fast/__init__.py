@@ -28,7 +28,8 @@ from .patches import (convolve_patches, convolve_patches_backward, convolve_tran
                       max_pool_patches_backward)
 from .shifted_rows import ROWS_FORMS, convolve_rows, convolve_rows_backward, spread_gradient
 
-SHIFTED_ROWS_MIN_CHANNELS = 16   # with fewer, one unfold product wins (measured, chapter 8)
+SHIFTED_ROWS_MIN_CHANNELS = 16   # with 3 channels one unfold product wins (stored: 3->48, ch. 8);
+                                 # 16 itself is a choice between 3 and 48, not yet swept
 CONV2D_FORMS = ("patches", "shifted rows") + ROWS_FORMS   # what ``Conv2d.force_form`` may name
 
 

@@ -26,8 +26,9 @@ import torch
 from .long_sums import long_sum_product
 
 ROWS_FORMS = ("per tap", "wide", "gathered")
-WIDE_MAX_OUT_CHANNELS = 12        # measured in benchmarks/bench_conv.py --forms (chapter 8)
-GATHER_MAX_ENTRIES = 2 ** 19      # also measured there
+WIDE_MAX_OUT_CHANNELS = 12        # wide wins at 3 and loses at 48 outputs (bench_conv.py --forms);
+                                  # 12 covers the course network's last block, not yet swept
+GATHER_MAX_ENTRIES = 2 ** 19      # picks only the U-Net's 4x4 level at batch 32 (measured there)
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,8 @@ def convolve_rows(x, weight, bias, padding, dilation, form=None):
 
 
 def rows_form(in_channels, out_channels, layout):
-    """Which of three ways to organise the products is fastest (all measured, chapter 8):
+    """Which of three ways to organise the products to use (chapter 8 and its appendix say
+    which shapes were measured and which thresholds are choices between them):
 
     * ``"wide"`` for few output channels: one product with every tap side by side, then shifted
       sums of its thin results;
