@@ -102,10 +102,18 @@ def github_url(path: str, config: Path = CONFIG) -> str:
     return f"{url}/blob/{branch}/{path}"
 
 
+def has_exercises(chapter: Path) -> bool:
+    """Whether a chapter poses exercises (an "Exercise" admonition in a markdown cell)."""
+    return any(cell.get("cell_type") == "markdown" and "{admonition} Exercise" in source_of(cell)
+               for cell in read(chapter)["cells"])
+
+
 def link_cell_source(chapter: Path, config: Path = CONFIG) -> str:
-    """The one-line markdown of a chapter's link cell to its workbook."""
-    return (f"[{LINK_TEXT}]({colab_url(f'workbooks/{chapter.name}', config)}): "
-            "this chapter without its solutions, to work the exercises yourself.")
+    """The one-line markdown of a chapter's link cell to its workbook (a page without exercises,
+    such as chapter 8's appendix, is offered to run and change instead)."""
+    what = ("this chapter without its solutions, to work the exercises yourself"
+            if has_exercises(chapter) else "this page, to run and change it yourself")
+    return f"[{LINK_TEXT}]({colab_url(f'workbooks/{chapter.name}', config)}): {what}."
 
 
 # --- notebooks as JSON -------------------------------------------------------------------------
