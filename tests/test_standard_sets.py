@@ -332,20 +332,25 @@ def test_train_refuses_settings_that_do_not_apply(tmp_path, capsys, arguments, m
 # --- the benchmark script ------------------------------------------------------------------------
 
 
+def install_tiny_sets(tmp_path, monkeypatch, training_images, size):
+    """Generated stand-ins for cbsd432 and kodak24 (2 images), registered and installed."""
+    source = tmp_path / "source"
+    entries = {name: {"repository": "a/b", "commit": "0" * 40, "folder": name,
+                      "files": write_images(source / name, count, size=size, seed=seed)}
+               for name, count, seed in (("cbsd432", training_images, 0), ("kodak24", 2, 1))}
+    monkeypatch.setattr(datasets, "registry", lambda: entries)
+    monkeypatch.setenv(datasets.CACHE_VARIABLE, str(tmp_path / "cache"))
+    for name in entries:
+        datasets.install_from(name, source / name)
+
+
 def test_the_standard_sets_benchmark_on_tiny_sets(tmp_path, monkeypatch):
     """benchmarks/standard_sets.py on two generated 'sets': the noisy row is the protocol's, the
     knobs are tuned on the training set, a network runs at its own sigma only, and --resume
     skips the rows already measured."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks import standard_sets
-    source = tmp_path / "source"
-    entries = {name: {"repository": "a/b", "commit": "0" * 40, "folder": name,
-                      "files": write_images(source / name, count, size=(32, 40), seed=seed)}
-               for name, count, seed in (("cbsd432", 8, 0), ("kodak24", 2, 1))}
-    monkeypatch.setattr(datasets, "registry", lambda: entries)
-    monkeypatch.setenv(datasets.CACHE_VARIABLE, str(tmp_path / "cache"))
-    for name in entries:
-        datasets.install_from(name, source / name)
+    install_tiny_sets(tmp_path, monkeypatch, training_images=8, size=(32, 40))
     torch.manual_seed(0)
     weights = tmp_path / "net.pth"
     torch.save(build_network("unet", 4, depth=2).state_dict(), weights)
@@ -369,14 +374,7 @@ def test_the_variant_probe_on_tiny_sets(tmp_path, monkeypatch):
     --resume runs nothing twice."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks import probe_quality
-    source = tmp_path / "source"
-    entries = {name: {"repository": "a/b", "commit": "0" * 40, "folder": name,
-                      "files": write_images(source / name, count, size=(32, 32), seed=seed)}
-               for name, count, seed in (("cbsd432", 3, 0), ("kodak24", 2, 1))}
-    monkeypatch.setattr(datasets, "registry", lambda: entries)
-    monkeypatch.setenv(datasets.CACHE_VARIABLE, str(tmp_path / "cache"))
-    for name in entries:
-        datasets.install_from(name, source / name)
+    install_tiny_sets(tmp_path, monkeypatch, training_images=3, size=(32, 32))
     out = tmp_path / "probe.json"
     arguments = ["--variants", "nearest", "clipped", "--seeds", "0", "1", "--steps", "2",
                  "--crop", "16", "--batch", "2", "--channels", "4", "--out", str(out),
