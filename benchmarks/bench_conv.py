@@ -10,7 +10,8 @@ gradients) of
     unfold      the same module with ``fast = False``: the unfold + matmul + fold form of
                 chapters 3-4, the "before" of chapter 8
     torch.nn    ``torch.nn.Conv2d`` with autograd (on a CPU, oneDNN's convolution; on a GPU,
-                cuDNN's), the fastest torch form of the same function
+                cuDNN's), in both memory formats (NCHW and channels-last); the faster of the
+                two is the anchor, the fastest torch form of the same function
 
 and prints the median milliseconds, the ratios scratchnn / torch.nn and unfold / torch.nn, and
 the achieved GFLOP/s (2 * multiply-adds of the three products: output, input gradient, weight
@@ -28,8 +29,10 @@ Usage (from the repository root)::
     python benchmarks/bench_conv.py --quick          # two small shapes, a smoke test
 """
 import argparse
+import copy
 import datetime
 import json
+import random
 import statistics
 import sys
 from pathlib import Path
@@ -107,6 +110,17 @@ def time_shape(shape, device, timer, rounds, warmup, forms=False):
         x_leaf.grad = None
         reference(x_leaf).backward(grad)
 
+    # torch's other memory format: oneDNN may run channels-last faster (or slower) than NCHW;
+    # the anchor is whichever of the two is faster on this machine.
+    reference_last = copy.deepcopy(reference).to(memory_format=torch.channels_last)
+    x_last = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    grad_last = grad.contiguous(memory_format=torch.channels_last)
+
+    def theirs_last():
+        reference_last.zero_grad()
+        x_last.grad = None
+        reference_last(x_last).backward(grad_last)
+
     def ours_in(form):
         forced = Conv2d(in_channels, out_channels, 3, padding=1).to(device=device)
         forced.load_state_dict(quick.state_dict())
@@ -114,8 +128,9 @@ def time_shape(shape, device, timer, rounds, warmup, forms=False):
         return lambda: ours(forced)
 
     contenders = {"scratchnn": lambda: ours(quick), "unfold": lambda: ours(plain),
-                  "torch.nn": theirs}
+                  "torch.nn NCHW": theirs, "torch.nn channels-last": theirs_last}
     medians = interleaved_medians(contenders, timer, rounds, warmup)
+    medians["torch.nn"] = min(medians["torch.nn NCHW"], medians["torch.nn channels-last"])
     forced = {}
     if forms and fast.conv2d_form(quick) == "shifted rows":
         # Each form in its own loop against torch.nn, so that a slow form cannot disturb the
@@ -140,11 +155,16 @@ def time_shape(shape, device, timer, rounds, warmup, forms=False):
     return row
 
 
-def interleaved_medians(contenders, timer, rounds, warmup):
-    """Median seconds of each contender, run in turn round after round after warm-up rounds."""
+def interleaved_medians(contenders, timer, rounds, warmup, seed=0):
+    """Median seconds of each contender, run in turn round after round after warm-up rounds.
+
+    The order of the contenders is shuffled in every round, so that none always runs right
+    after the same other one (which may leave the caches, or freed memory, in its favour)."""
     times = {name: [] for name in contenders}
+    order = random.Random(seed)
     for index in range(warmup + rounds):
-        for name, run in contenders.items():
+        for name in order.sample(list(contenders), len(contenders)):
+            run = contenders[name]
             start = timer.now()
             run()
             if index >= warmup:

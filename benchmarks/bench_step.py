@@ -240,12 +240,28 @@ def profile(batch, device, rounds, warmup):
     return rows
 
 
+VECTOR_FLAGS = ("fma", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "asimd",
+                "sve")   # what decides how fast a float32 matrix product can run
+
+
+def cpu_flags():
+    """The vector extensions the CPU reports (Linux /proc/cpuinfo), among ``VECTOR_FLAGS``."""
+    if not Path("/proc/cpuinfo").exists():
+        return []
+    for line in open("/proc/cpuinfo"):
+        if line.startswith(("flags", "Features")):
+            present = set(line.split(":", 1)[1].split())
+            return [flag for flag in VECTOR_FLAGS if flag in present]
+    return []
+
+
 def machine(device, threads):
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")),
                platform.processor()) if Path("/proc/cpuinfo").exists() \
         else platform.processor()
-    info = {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
+    info = {"cpu": cpu, "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "threads": threads,
+            "torch": torch.__version__,
             "device": device.type, "python": platform.python_version(),
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(default)"),
             "load_average_at_start": os.getloadavg()[0]}

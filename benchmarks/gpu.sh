@@ -10,3 +10,5 @@ python benchmarks/bench_step.py --device cuda --batches 64 256 1024 \
 python benchmarks/bench_conv.py --device cuda --forms --json benchmarks/results/conv_cuda.json
 python benchmarks/scaling.py --device cuda --threads 1 --batches 32 128 512 \
     --memory-batches 128 512 --json benchmarks/results/scaling_cuda.json
+python benchmarks/bench_unet.py --device cuda --threads 1 --batches 16 64 256 \
+    --json benchmarks/results/unet_speed_cuda.json

@@ -6,7 +6,8 @@ The protocol (the one behind the published CBM3D, CDnCNN and FFDNet tables):
   standard deviation sigma (15, 25 or 50, on the 0..255 scale) is added **as floats, not clipped
   and not rounded** (``scratchnn.datasets.protocol_noise``), with one generator seeded once
   (``--noise-seed``, default 0) and drawn image after image in the set's order;
-* every denoiser gets that float image; its output is clipped to 0..255 (not rounded);
+* every denoiser gets that float image; its output is clipped to 0..255 (not rounded); the
+  noisy input's own row is scored unclipped, as the papers quote it (20.17 dB at sigma 25);
 * PSNR over 0..255 per image, ``10 log10(255^2 / MSE)``, averaged over the set.
 
 Methods (``--methods``):
@@ -25,7 +26,7 @@ hours on two cores: the run can be spread over several sessions).
 
     python -m scratchnn download cbsd68 kodak24 cbsd432    # once
     python benchmarks/standard_sets.py --methods noisy blur nlmeans cbm3d --resume
-    python benchmarks/standard_sets.py --methods unet=shipped@25 --resume
+    python benchmarks/standard_sets.py --methods unet=scratchnn/pretrained/unet.pth@25 --resume
 """
 import argparse
 import json
@@ -61,9 +62,12 @@ NLM_STRENGTHS = (0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
 # --- the protocol --------------------------------------------------------------------------------
 
 
-def psnr_0_255(denoised, clean):
-    """PSNR (dB) of one float image (3, H, W), clipped to 0..255, against the clean uint8 one."""
-    error = denoised.clamp(0, 255).to(torch.float64) - clean.to(torch.float64)
+def psnr_0_255(denoised, clean, clip=True):
+    """PSNR (dB) of one float image (3, H, W), clipped to 0..255, against the clean uint8 one.
+    ``clip=False`` scores it as it is: the noisy input's row, whose PSNR is then
+    20 log10(255 / sigma) up to the luck of the draw, as the papers quote it."""
+    denoised = denoised.clamp(0, 255) if clip else denoised
+    error = denoised.to(torch.float64) - clean.to(torch.float64)
     return float(10 * torch.log10(255.0 ** 2 / error.pow(2).mean()))
 
 
@@ -139,8 +143,8 @@ def measure(method, denoise, set_name, sigma, noise_seed, knob=None):
         started = time.perf_counter()
         denoised = denoise(image, sigma, **(knob or {}))
         seconds.append(time.perf_counter() - started)
-        per_image.append(psnr_0_255(denoised, truth))
-    return {"set": set_name, "sigma": sigma, "method": method,
+        per_image.append(psnr_0_255(denoised, truth, clip=method != "noisy"))
+    return {"set": set_name, "sigma": sigma, "method": method, "machine": machine(),
             "psnr_db": float(np.mean(per_image)), "per_image_db": dict(zip(names, per_image)),
             "seconds_per_image": float(np.mean(seconds)), "knob": knob,
             "noise_seed": noise_seed}

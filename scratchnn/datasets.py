@@ -1,7 +1,8 @@
 """The standard data sets of the denoising literature, fetched once by name, checked, cached.
 
-* ``cbsd432``: 432 colour photographs (481x321) of the Berkeley Segmentation Dataset, the
-  training set of colour DnCNN and FFDNet; disjoint from CBSD68.
+* ``cbsd432``: 432 colour photographs (481x321 or 321x481) of the Berkeley Segmentation
+  Dataset, the training set of colour DnCNN (FFDNet added ImageNet and Waterloo images to it);
+  disjoint from CBSD68.
 * ``cbsd68``: the 68 colour test photographs of the same dataset.
 * ``kodak24``: the 24 Kodak photographs as the FFDNet paper tests on them (500x500 centres).
 

@@ -38,6 +38,23 @@ def test_bench_conv_quick(tmp_path):
             assert set(row["forced_ratio"]) == {"per tap", "wide", "gathered"}
 
 
+def test_bench_unet_quick(tmp_path):
+    out = run("bench_unet.py", "--quick", "--threads", "1", "--json", str(tmp_path / "u.json"))
+    assert "matmul peak" in out and "worst ratio" in out
+    record = json.loads((tmp_path / "u.json").read_text())
+    assert record["machine"]["cpu"] and isinstance(record["machine"]["cpu_flags"], list)
+    # the anchor is the faster of torch's two memory formats, and the ratio is against it
+    for row in record["step"] + [record["inference"]]:
+        torch_forms = {name: value for name, value in row["median_ms"].items()
+                       if name.startswith("torch")}
+        assert set(torch_forms) == {"torch NCHW", "torch channels-last"}
+        assert row["anchor"] == min(torch_forms, key=torch_forms.get)
+        assert row["ratio"] == pytest.approx(row["median_ms"]["scratchnn"]
+                                             / torch_forms[row["anchor"]])
+    assert record["inference"]["max_difference"] < 1e-4   # the same function
+    assert set(record["met"]) == {"conv", "step", "inference"}
+
+
 def test_scaling_quick(tmp_path):
     out = run("scaling.py", "--quick", "--json", str(tmp_path / "s.json"))
     assert "seed000" in out and "unet" in out
@@ -62,7 +79,7 @@ def test_flop_counts_match_the_architectures():
 
 def test_gpu_script_runs_every_benchmark_on_cuda():
     script = (BENCHMARKS / "gpu.sh").read_text()
-    for name in ("bench_step.py", "bench_conv.py", "scaling.py"):
+    for name in ("bench_step.py", "bench_conv.py", "scaling.py", "bench_unet.py"):
         assert f"benchmarks/{name} --device cuda" in script
 
 

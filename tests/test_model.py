@@ -223,3 +223,23 @@ def test_every_shipped_card_describes_its_weights():
         assert {"commands", "training", "data", "machine", "validation_psnr_db",
                 "noisy_input_psnr_db"} <= set(card)
         assert card["data"]["num_pairs"] >= 1
+
+
+def test_the_default_network_scores_at_least_cbm3d_on_the_stored_benchmark():
+    """Issue 19's bar: Model()'s default, measured by benchmarks/standard_sets.py (the rows in
+    results/standard_sets.json, which its card must quote exactly), is at least the published
+    CBM3D on CBSD68 and Kodak24 at sigma 25."""
+    import json
+    from pathlib import Path
+
+    from scratchnn.shipped import best_shipped_network, shipped_networks
+
+    stored = json.loads((Path(__file__).resolve().parents[1] / "results"
+                         / "standard_sets.json").read_text())
+    default = best_shipped_network()
+    card = shipped_networks()[default]["standard_sets_psnr_db"]
+    for set_name in ("cbsd68", "kodak24"):
+        row = next(row for row in stored["rows"] if (row["method"], row["set"], row["sigma"])
+                   == (default, set_name, 25))
+        assert card[set_name]["25"] == round(row["psnr_db"], 3)
+        assert row["psnr_db"] >= stored["published"]["psnr_db"][set_name]["CBM3D"]["25"]

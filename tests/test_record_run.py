@@ -37,3 +37,45 @@ def test_record_and_ship_a_run(tmp_path):
     best = torch.load(run / "best.pth", weights_only=True)
     assert all(torch.equal(weights[name], best[name]) for name in best)
     network_from_state_dict(weights)  # loads into a seed000 network of 4 channels
+
+
+def test_ship_the_last_epoch_of_a_schedule(tmp_path):
+    run, shipped = tmp_path / "run", tmp_path / "pretrained"
+    assert scratchnn_main(RUN + ["--out", str(run)]) == 0
+    record_main([str(run), str(tmp_path / "record"), "--command", "train ...", "--ship",
+                 "--epoch", "last", "--pretrained-dir", str(shipped), "--threads", "1",
+                 "--note", "stopped once, resumed"])
+    card = json.loads((shipped / "seed000.json").read_text())
+    history = json.loads((run / "history.json").read_text())
+    assert card["training"]["shipped_epoch"] == 2 and "last epoch" in card["what"]
+    assert card["validation_psnr_db"] == round(history["val_psnr"][-1], 3)
+    last = torch.load(run / "checkpoint.pt", weights_only=True)["network"]
+    weights = torch.load(shipped / "seed000.pth", weights_only=True)
+    assert all(torch.equal(weights[name], last[name]) for name in last)
+    summary = json.loads((tmp_path / "record" / "run.json").read_text())
+    assert summary["note"] == "stopped once, resumed" and summary["command"] == "train ..."
+
+
+def test_update_card_adds_the_standard_sets_and_nothing_else(tmp_path):
+    shipped = tmp_path / "pretrained"
+    shipped.mkdir()
+    card = {"network": {"kind": "unet", "channels": 4}, "validation_psnr_db": 30.0}
+    (shipped / "unet.json").write_text(json.dumps(card))
+    results = tmp_path / "standard_sets.json"
+    results.write_text(json.dumps({"rows": [
+        {"method": "unet", "set": "kodak24", "sigma": 25, "psnr_db": 31.1234},
+        {"method": "unet", "set": "cbsd68", "sigma": 25, "psnr_db": 30.5},
+        {"method": "cbm3d", "set": "kodak24", "sigma": 25, "psnr_db": 31.7}]}))
+    record_main(["--update-card", "unet", "--standard-results", str(results),
+                 "--pretrained-dir", str(shipped)])
+    updated = json.loads((shipped / "unet.json").read_text())
+    assert updated.pop("standard_sets_psnr_db") == {"kodak24": {"25": 31.123},
+                                                    "cbsd68": {"25": 30.5}}
+    assert updated == card
+    try:  # a network the benchmark never ran is refused, and its card left alone
+        record_main(["--update-card", "seed000", "--standard-results", str(results),
+                     "--pretrained-dir", str(shipped)])
+    except SystemExit as refusal:
+        assert "seed000" in str(refusal)
+    else:
+        raise AssertionError("a card without a measured benchmark was accepted")

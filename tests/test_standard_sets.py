@@ -386,3 +386,71 @@ def test_the_variant_probe_on_tiny_sets(tmp_path, monkeypatch):
     assert all(15 < run["kodak24_psnr_db"] < 30 for run in runs)
     probe_quality.main(arguments + ["--resume"])
     assert json.loads(out.read_text())["runs"] == runs
+
+
+@pytest.fixture
+def tiny_standard_sets(tmp_path, monkeypatch):
+    """A registry whose ``cbsd432`` (tuning) and ``kodak24`` (testing) are small images made
+    here, installed in an empty cache: the benchmark runs end to end without downloading."""
+    source = tmp_path / "source"
+    entries = {name: {"repository": "someone/somewhere", "commit": "0" * 40, "folder": name,
+                      "files": write_images(source / name, count, size=(32, 32), seed=seed)}
+               for name, count, seed in (("cbsd432", 8, 0), ("kodak24", 3, 1))}
+    monkeypatch.setattr(datasets, "registry", lambda: entries)
+    monkeypatch.setenv(datasets.CACHE_VARIABLE, str(tmp_path / "cache"))
+    for name in entries:
+        datasets.install_from(name, source)
+    return entries
+
+
+def test_the_standard_benchmark_and_its_crops_run_end_to_end(tiny_standard_sets, tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import standard_crops, standard_sets
+    weights = tmp_path / "net.pth"
+    torch.save(build_network("seed000", channels=4).state_dict(), weights)
+    out = tmp_path / "standard.json"
+    common = ["--sets", "kodak24", "--sigmas", "25", "--out", str(out), "--threads", "1"]
+    standard_sets.main(common + ["--methods", "noisy", "blur", "cbm3d", f"tiny={weights}@25"])
+    rows = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
+    assert sorted(rows) == ["blur", "cbm3d", "noisy", "tiny"]
+    for row in rows.values():   # every image measured, and the mean is their mean
+        assert len(row["per_image_db"]) == 3
+        assert row["psnr_db"] == pytest.approx(np.mean(list(row["per_image_db"].values())))
+    # sigma 25 scored unclipped: 20 log10(255 / 25) = 20.17 dB up to the luck of the draw
+    # (these random images lie all over 0..255: clipped, the noisy row would score far higher)
+    assert rows["noisy"]["psnr_db"] == pytest.approx(20.17, abs=0.3)
+    assert all(row["machine"]["cpu"] for row in rows.values())
+    assert rows["cbm3d"]["psnr_db"] > rows["noisy"]["psnr_db"]
+    assert rows["blur"]["knob"]["width"] in standard_sets.BLUR_WIDTHS
+    standard_sets.main(common + ["--methods", "noisy", "--resume"])   # nothing to redo
+    assert len(json.loads(out.read_text())["rows"]) == 4
+
+    crops = tmp_path / "crops.npz"
+    standard_crops.main(["--network", "tiny", "--weights", str(weights), "--results", str(out),
+                         "--size", "8", "--out", str(crops)])
+    stored = np.load(crops)
+    summary = json.loads(str(stored["summary"]))["crops"]
+    gaps = {name: rows["tiny"]["per_image_db"][name] - rows["cbm3d"]["per_image_db"][name]
+            for name in rows["tiny"]["per_image_db"]}
+    assert [crop["image"] for crop in summary] == [max(gaps, key=gaps.get),
+                                                   min(gaps, key=gaps.get)]
+    for label in ("win", "loss"):
+        for kind in ("noisy", "cbm3d", "ours", "clean"):
+            assert stored[f"{label}_{kind}"].shape == (8, 8, 3)
+            assert stored[f"{label}_{kind}"].dtype == np.uint8
+    names, clean = datasets.load_standard_set("kodak24")
+    win = summary[0]
+    top, left = win["crop"]["top"], win["crop"]["left"]
+    assert np.array_equal(stored["win_clean"],
+                          clean[names.index(win["image"])][:, top:top + 8, left:left + 8]
+                          .permute(1, 2, 0).numpy())
+
+
+def test_the_best_square_is_the_one_with_the_largest_sum():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.standard_crops import best_square
+    generator = torch.Generator().manual_seed(0)
+    advantage = torch.randn(20, 30, generator=generator, dtype=torch.float64)
+    sums = advantage.unfold(0, 5, 1).unfold(1, 5, 1).sum((-1, -2))
+    expected = divmod(int(sums.argmax()), sums.shape[1])
+    assert best_square(advantage, 5) == expected

@@ -11,6 +11,11 @@ Usage (from the repository root)::
 
     python tools/record_run.py runs/course-n2n-seed0 results/course/n2n \\
         --command "python -m scratchnn train ..." [--ship]
+
+A network shipped before the standard benchmark existed gets its standard-set PSNRs added to
+its card (nothing else in the card changes)::
+
+    python tools/record_run.py --update-card unet --standard-results results/standard_sets.json
 """
 from __future__ import annotations
 
@@ -46,8 +51,9 @@ def machine(threads):
     return info
 
 
-def summary(run_dir, command, threads):
-    """run.json: the command, the checkpoint's settings, the best epoch and the times."""
+def summary(run_dir, command, threads, note=None):
+    """run.json: the command, the checkpoint's settings, the best epoch and the times (and a
+    note on how the run went, kept apart from the command so that the command stays runnable)."""
     checkpoint = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
     history = checkpoint["history"]
     best = history["best_epoch"]
@@ -65,7 +71,7 @@ def summary(run_dir, command, threads):
         "cpu_seconds": round(sum(history["cpu_seconds"]), 1),
         "machine": machine(threads),
         "date": datetime.date.today().isoformat(),
-    }
+    } | ({"note": note} if note else {})
 
 
 NETWORK_OPTIONS = ("depth", "upsampling")   # the U-Net's, stored in the run's config
@@ -95,37 +101,47 @@ def standard_psnrs(results_file, name):
     return found
 
 
-def card(record, history, network_file, name=None, standard=None):
-    """The JSON card shipped beside the weights: what, how trained, how good, on what."""
+SELECTIONS = {
+    "best": "the epoch with the best validation PSNR",
+    "last": "the last epoch, where its learning-rate schedule ends (the validation crops, with "
+            "the course's clipped noise, do not select it)",
+}
+
+
+def card(record, history, network_file, name=None, standard=None, epoch="best"):
+    """The JSON card shipped beside the weights: what, how trained, how good, on what.
+    ``epoch`` says which epoch's weights ship: "best" (validation) or "last"."""
     config = record["config"]
     name = name or config["network"]
-    at_best = history["epoch"].index(record["best_epoch"])
+    shipped_epoch = record["best_epoch"] if epoch == "best" else record["epochs_done"]
+    at = history["epoch"].index(shipped_epoch)
     options = {key: config[key] for key in NETWORK_OPTIONS if key in config}
     schedule = {key: config[key] for key in ("lr_schedule", "total_steps", "steps_per_epoch")
                 if key in config}
     return {
         "what": f"Weights of the {config['network']} network ({config['channels']} channels"
                 + "".join(f", {key} {value}" for key, value in options.items())
-                + f"), trained with the from-scratch framework (scratchnn.nn); the epoch with "
-                  f"the best validation PSNR. Loaded by scratchnn.Model(network={name!r})"
+                + f"), trained with the from-scratch framework (scratchnn.nn); "
+                  f"{SELECTIONS[epoch]}. Loaded by scratchnn.Model(network={name!r})"
                   f".load_pretrained_model().",
         "commands": [record["command"]],
-        "then": f"python tools/record_run.py RUN results/... --ship  (copies RUN/best.pth to "
-                f"scratchnn/pretrained/{network_file})",
+        "then": f"python tools/record_run.py RUN results/... --ship --epoch {epoch}  (copies "
+                f"the weights of epoch {shipped_epoch} to scratchnn/pretrained/{network_file})",
         "network": {"kind": config["network"], "channels": config["channels"],
                     "framework": config["framework"]} | ({"options": options} if options else {}),
         "training": {key: config[key] for key in
                      ("optimizer", "lr", "batch_size", "seed", "dtype", "augment")}
         | {"recolour": config.get("recolour", False),      # absent from older records
-           "epochs": record["epochs_done"], "best_epoch": record["best_epoch"]} | schedule,
+           "epochs": record["epochs_done"], "best_epoch": record["best_epoch"],
+           "shipped_epoch": shipped_epoch} | schedule,
         "data": {"source": data_source(config),
                  "noise": config["noise"], "num_pairs": config["num_train"],
                  "clean_targets": config["clean_targets"],
                  "validation": "photos: make_validation_set(1000, seed=0) (held-out photographs); "
                                "varied: make_validation_set(1000, seed=0, "
                                "photos=VARIED_VALIDATION_PHOTOS) (grey photographs, textures)"},
-        "validation_psnr_db": round(record["best_val_psnr_db"], 3),
-        "varied_validation_psnr_db": round(record["other_val_psnr_db_at_best"]["varied"], 3),
+        "validation_psnr_db": round(history["val_psnr"][at], 3),
+        "varied_validation_psnr_db": round(history["other_val_psnr"]["varied"][at], 3),
         "noisy_input_psnr_db": round(record["noisy_input_psnr_db"], 3),
         "varied_noisy_input_psnr_db": round(history["other_baseline_psnr"]["varied"], 3),
         "validation_psnr_per_epoch_db": [round(value, 3) for value in history["val_psnr"]],
@@ -137,18 +153,45 @@ def card(record, history, network_file, name=None, standard=None):
         "wall_seconds": record["wall_seconds"],
         "machine": record["machine"],
         "date": record["date"],
-        "best_epoch_index": at_best,
+        "shipped_epoch_index": at,
     } | ({"standard_sets_psnr_db": standard} if standard else {})
+
+
+def update_card(name, results_file, pretrained_dir):
+    """Add (or refresh) the standard-set PSNRs of the shipped network ``name`` in its card,
+    from ``benchmarks/standard_sets.py``'s rows measured for ``name``; refuse when there are
+    none, since a card must not claim a benchmark it did not run."""
+    card_file = Path(pretrained_dir) / f"{name}.json"
+    if not card_file.exists():
+        raise SystemExit(f"no card {card_file}: ship the network first")
+    standard = standard_psnrs(results_file, name)
+    if not standard:
+        raise SystemExit(f"{results_file} has no rows for the method {name!r}; run "
+                         f"benchmarks/standard_sets.py --methods {name}=WEIGHTS@SIGMA first")
+    card = json.loads(card_file.read_text())
+    card["standard_sets_psnr_db"] = standard
+    card_file.write_text(json.dumps(card, indent=2) + "\n")
+    print(f"{card_file}: standard sets {standard}")
+    return standard
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run_dir", type=Path, help="the run's --out folder")
-    parser.add_argument("record_dir", type=Path, help="where in results/ to keep its record")
-    parser.add_argument("--command", required=True, help="the exact command that made the run")
+    parser.add_argument("run_dir", type=Path, nargs="?", help="the run's --out folder")
+    parser.add_argument("record_dir", type=Path, nargs="?",
+                        help="where in results/ to keep its record")
+    parser.add_argument("--command", help="the exact command that made the run")
+    parser.add_argument("--update-card", metavar="NAME", default=None,
+                        help="only add --standard-results' rows for NAME to the card of the "
+                             "shipped network NAME (no run folder needed)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads the run used")
+    parser.add_argument("--note", default=None,
+                        help="how the run went (interruptions, resumes, a shared machine)")
     parser.add_argument("--ship", action="store_true",
                         help="copy best.pth into the package's pretrained/ folder with its card")
+    parser.add_argument("--epoch", choices=sorted(SELECTIONS), default="best",
+                        help="which weights ship: the best validation epoch (best.pth) or the "
+                             "last one (checkpoint.pt), the end of a learning-rate schedule")
     parser.add_argument("--name", default=None,
                         help="ship under this name (scratchnn/pretrained/NAME.pth; "
                              "Model(network=NAME)). Default: the architecture's name")
@@ -159,9 +202,14 @@ def main(argv=None):
                         default=ROOT / "scratchnn" / "pretrained",
                         help="where shipped weights live. Default: %(default)s")
     args = parser.parse_args(argv)
+    if args.update_card:
+        update_card(args.update_card, args.standard_results, args.pretrained_dir)
+        return
+    if args.run_dir is None or args.record_dir is None or args.command is None:
+        parser.error("recording a run needs RUN_DIR, RECORD_DIR and --command")
 
     args.record_dir.mkdir(parents=True, exist_ok=True)
-    record = summary(args.run_dir, args.command, args.threads)
+    record = summary(args.run_dir, args.command, args.threads, args.note)
     for name in ("history.json", "psnr.png"):
         shutil.copyfile(args.run_dir / name, args.record_dir / name)
     (args.record_dir / "run.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -172,9 +220,15 @@ def main(argv=None):
         history = json.loads((args.run_dir / "history.json").read_text())
         shipped = args.pretrained_dir
         shipped.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(args.run_dir / "best.pth", shipped / f"{network}.pth")
+        if args.epoch == "best":
+            shutil.copyfile(args.run_dir / "best.pth", shipped / f"{network}.pth")
+        else:
+            checkpoint = torch.load(args.run_dir / "checkpoint.pt", map_location="cpu",
+                                    weights_only=True)
+            torch.save(checkpoint["network"], shipped / f"{network}.pth")
         text = json.dumps(card(record, history, f"{network}.pth", network,
-                               standard_psnrs(args.standard_results, network)), indent=2) + "\n"
+                               standard_psnrs(args.standard_results, network), args.epoch),
+                          indent=2) + "\n"
         (shipped / f"{network}.json").write_text(text)
         print(f"shipped {shipped / network}.pth and its card")
 

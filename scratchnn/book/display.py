@@ -3,6 +3,7 @@ to drift), and read the stored records of long runs (``results/``, ``benchmarks/
 import importlib.metadata
 import inspect
 import json
+import tempfile
 import textwrap
 import urllib.request
 from pathlib import Path
@@ -21,18 +22,34 @@ def show_source(obj):
 
 
 def stored_json(relative_path):
-    """A JSON file of the book's repository, e.g. ``"results/course/n2n/history.json"``.
+    """A JSON file of the book's repository, e.g. ``"results/course/n2n/history.json"``, read
+    where ``stored_file`` finds it."""
+    return json.loads(stored_file(relative_path).read_text())
 
-    Inside the repository (the book's build, CI) it is read from disk, looking upwards from the
+
+def stored_file(relative_path):
+    """The local path of a file of the book's repository (a stored result: JSON, ``.npz``).
+
+    Inside the repository (the book's build, CI) it is found on disk, looking upwards from the
     current folder. Elsewhere (Colab, where only the package was installed) it is downloaded
-    from the commit of the repository that pip installed scratchnn from, so the numbers always
-    belong to the code that runs.
+    once into a temporary folder from the commit of the repository that pip installed scratchnn
+    from, so the numbers always belong to the code that runs.
     """
     for folder in (Path.cwd(), *Path.cwd().parents):
         path = folder / relative_path
         if path.exists():
-            return json.loads(path.read_text())
-    origin = json.loads(importlib.metadata.distribution("scratchnn").read_text("direct_url.json"))
+            return path
+    origin = json.loads(importlib.metadata.distribution("scratchnn").read_text("direct_url.json")
+                        or "{}")
+    if "vcs_info" not in origin:
+        raise FileNotFoundError(f"{relative_path} is a stored result of the book's repository: "
+                                f"run this notebook inside a clone of it, or install scratchnn "
+                                f"with pip from the repository (the first cell does)")
     url = f"{origin['url']}/raw/{origin['vcs_info']['commit_id']}/{relative_path}"
-    with urllib.request.urlopen(url) as response:
-        return json.load(response)
+    local = Path(tempfile.gettempdir()) / "scratchnn-stored" / relative_path
+    if not local.exists():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(url) as response:
+            data = response.read()
+        local.write_bytes(data)
+    return local
