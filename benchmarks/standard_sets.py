@@ -56,7 +56,7 @@ PUBLISHED = {  # set -> method -> {sigma: PSNR dB}
 }
 TUNING_IMAGES = 8  # the first 8 images of CBSD432 (training set) choose the blur and NLM knobs
 BLUR_WIDTHS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5)
-NLM_STRENGTHS = (0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
+NLM_STRENGTHS = (0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
 
 
 # --- the protocol --------------------------------------------------------------------------------

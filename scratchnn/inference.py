@@ -133,7 +133,8 @@ def run_network(network, images, tile=192, progress=None):
 
     Pads H and W to the network's multiple, runs it in tiles, crops the padding; nothing is
     checked or clipped, so values outside [0, 1] go through as they are: the standard protocol
-    of the denoising literature feeds the noisy image unclipped (``scratchnn.benchmark``).
+    of the denoising literature feeds the noisy image unclipped (``benchmarks/standard_sets.py``,
+    chapter 11).
     ``images`` must be on the network's device, in its dtype; ``tile`` and ``progress`` as for
     ``apply_in_tiles``.
     """
