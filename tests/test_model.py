@@ -170,8 +170,8 @@ def test_one_epoch_of_train_on_uint8_changes_the_network():
 
 def test_train_rejects_mismatched_pairs(model):
     with pytest.raises(ValueError, match="same shape"):
-        model.train(torch.zeros(4, 3, 8, 8, dtype=torch.uint8),
-                    torch.zeros(5, 3, 8, 8, dtype=torch.uint8), 1)
+        model.train(torch.zeros(4, 3, 32, 32, dtype=torch.uint8),   # the course's crop size,
+                    torch.zeros(5, 3, 32, 32, dtype=torch.uint8), 1)  # which every network takes
 
 
 def test_denoise_returns_on_the_input_device():
@@ -216,13 +216,15 @@ def test_a_network_without_shipped_weights_says_so():
 def test_every_shipped_card_describes_its_weights():
     from scratchnn.shipped import load_pretrained_state_dict, shipped_networks
 
-    for kind, card in shipped_networks().items():
-        network = build_network(kind, card["network"]["channels"])
-        network.load_state_dict(load_pretrained_state_dict(kind))
-        assert card["network"]["kind"] == kind
+    for name, card in shipped_networks().items():   # a shipped name need not be an architecture's
+        described = card["network"]
+        network = build_network(described["kind"], described["channels"],
+                                **described.get("options", {}))
+        network.load_state_dict(load_pretrained_state_dict(name))   # the card says what it is
         assert {"commands", "training", "data", "machine", "validation_psnr_db",
                 "noisy_input_psnr_db"} <= set(card)
-        assert card["data"]["num_pairs"] >= 1
+        pairs = card["data"]["num_pairs"]   # a fixed set of pairs, or fresh ones every step
+        assert pairs == "fresh" if "FreshPairs" in card["data"]["source"] else pairs >= 1
 
 
 def test_the_default_network_scores_at_least_cbm3d_on_the_stored_benchmark():
