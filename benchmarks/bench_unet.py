@@ -28,11 +28,10 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_conv import QUICK_SHAPES, UNET_SHAPES, interleaved_medians, matmul_peak, time_shape  # noqa: E402,E501
-from bench_step import Timer, chosen_device, machine  # noqa: E402
+from bench_step import Timer, chosen_device, machine, scratchnn_step, torch_step  # noqa: E402
 from scaling import step_flops  # noqa: E402
 
 import scratchnn  # noqa: E402
@@ -65,22 +64,10 @@ def time_steps(batch, size, device, timer, rounds, warmup):
     x_last = x.contiguous(memory_format=torch.channels_last)
     target_last = target.contiguous(memory_format=torch.channels_last)
 
-    def our_step():
-        with torch.no_grad():
-            our_optimizer.zero_grad()
-            loss.forward(ours.forward(x), target)
-            ours.backward(loss.backward())
-            our_optimizer.step()
-
-    def their_step(model, optimizer, inputs, targets):
-        optimizer.zero_grad()
-        F.mse_loss(model(inputs), targets).backward()
-        optimizer.step()
-
     contenders = {
-        "scratchnn": our_step,
-        "torch NCHW": lambda: their_step(nchw, optimizers["NCHW"], x, target),
-        "torch channels-last": lambda: their_step(last, optimizers["channels-last"], x_last,
+        "scratchnn": lambda: scratchnn_step(ours, loss, our_optimizer, x, target),
+        "torch NCHW": lambda: torch_step(nchw, optimizers["NCHW"], x, target),
+        "torch channels-last": lambda: torch_step(last, optimizers["channels-last"], x_last,
                                                   target_last)}
     return interleaved_medians(contenders, timer, rounds, warmup)
 
@@ -138,8 +125,9 @@ def main(argv=None):
     info = machine(device, args.threads)
     peak = matmul_peak(device, timer, 256 if args.quick else 2048)
     print(f"{info['cpu']} ({', '.join(info['cpu_flags']) or 'no flags read'}), {args.threads} "
-          f"threads, torch {info['torch']}, device {device.type}; float32 matmul peak "
-          f"{peak:.0f} GFLOP/s")
+          f"threads, torch {info['torch']}, device {device.type}"
+          + (f" ({info['gpu']})" if "gpu" in info else "")
+          + f"; float32 matmul peak {peak:.0f} GFLOP/s")
 
     convs = []
     for shape in QUICK_SHAPES if args.quick else UNET_SHAPES:

@@ -93,7 +93,7 @@ def main(argv=None):
         for kind, image in (("noisy", noisy[index]), ("cbm3d", by_cbm3d), ("ours", by_us),
                             ("clean", truth)):
             stored[f"{label}_{kind}"] = as_uint8(image[window])
-        crop_psnr = {kind: psnr_0_255(image[window], clean[index][window])
+        crop_psnr = {kind: psnr_0_255(image[window], clean[index][window], clip=kind != "noisy")
                      for kind, image in (("noisy", noisy[index]), ("cbm3d", by_cbm3d),
                                          ("ours", by_us))}
         summary.append({"label": label, "image": name, "psnr_gap_db": gap,

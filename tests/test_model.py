@@ -221,6 +221,7 @@ def test_every_shipped_card_describes_its_weights():
         network = build_network(described["kind"], described["channels"],
                                 **described.get("options", {}))
         network.load_state_dict(load_pretrained_state_dict(name))   # the card says what it is
+        assert described["kind"] in ARCHITECTURES
         assert {"commands", "training", "data", "machine", "validation_psnr_db",
                 "noisy_input_psnr_db"} <= set(card)
         pairs = card["data"]["num_pairs"]   # a fixed set of pairs, or fresh ones every step

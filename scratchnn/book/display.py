@@ -47,9 +47,10 @@ def stored_file(relative_path):
                                 f"with pip from the repository (the first cell does)")
     url = f"{origin['url']}/raw/{origin['vcs_info']['commit_id']}/{relative_path}"
     local = Path(tempfile.gettempdir()) / "scratchnn-stored" / relative_path
-    if not local.exists():
+    if not local.exists():   # written whole, then renamed: an interrupted download leaves none
         local.parent.mkdir(parents=True, exist_ok=True)
+        partial = local.with_name(local.name + ".part")
         with urllib.request.urlopen(url) as response:
-            data = response.read()
-        local.write_bytes(data)
+            partial.write_bytes(response.read())
+        partial.replace(local)
     return local
