@@ -314,6 +314,31 @@ def test_convolve_rows_matches_autograd_for_random_shapes(rows_form, channels, o
     assert max_error(weight_grad, w_ref.grad) <= FLOAT64_TOL
 
 
+@pytest.mark.parametrize("piece_rows", [1, 7, 50])
+def test_products_in_pieces_give_the_same_convolution(monkeypatch, piece_rows):
+    """A large image's products run piece by piece (``PIECE_ROWS`` positions at a time); with
+    pieces forced small, uneven and of one row, the per-tap form still matches autograd."""
+    monkeypatch.setattr(rows, "PIECE_ROWS", piece_rows)
+    monkeypatch.setattr(rows, "PIECES_FROM_ROWS", 1)
+    assert len(rows.pieces(120)) == -(-120 // piece_rows)
+    generator = torch.Generator().manual_seed(piece_rows)
+    options = dict(generator=generator, dtype=torch.float64)
+    x = torch.randn(2, 5, 7, 6, **options)
+    weight = torch.randn(4, 5, 3, 2, **options)
+    b = torch.randn(4, **options)
+    out, saved = rows.convolve_rows(x, weight, b, (1, 1), (2, 1), "per tap")
+    grad = torch.randn(out.shape, **options)
+    input_grad, weight_grad = rows.convolve_rows_backward(
+        rows.spread_gradient(grad, saved.layout), saved, weight)
+    with torch.enable_grad():
+        x_ref, w_ref = x.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+        F.conv2d(x_ref, w_ref, b, padding=1, dilation=(2, 1)).backward(grad)
+        out_ref = F.conv2d(x, weight, b, padding=1, dilation=(2, 1))
+    assert max_error(out, out_ref) <= FLOAT64_TOL
+    assert max_error(input_grad, x_ref.grad) <= FLOAT64_TOL
+    assert max_error(weight_grad, w_ref.grad) <= FLOAT64_TOL
+
+
 def test_fast_forms_only_where_they_are_fast_and_valid():
     minimum = fast.SHIFTED_ROWS_MIN_CHANNELS
     assert fast.conv2d_form(Conv2d(minimum, 8, 3, padding=1)) == "shifted rows"
@@ -386,6 +411,30 @@ def test_backward_runs_the_form_that_forward_ran(form):
     grad_out = torch.randn(out.shape, generator=generator, dtype=torch.float64)
     grad_in = conv.backward(grad_out)
     assert conv_against_autograd(conv, x, grad_out, out, grad_in) <= FLOAT64_TOL
+
+
+@pytest.mark.parametrize("form", ["per tap", "wide"])
+def test_reused_buffers_give_the_same_gradients_batch_after_batch(form):
+    """A layer reuses its padded buffers (``conv.spares``) while the shapes stay the same, and
+    makes new ones when they change: every step, even one back at the first shape after another,
+    still matches autograd (the padding of a reused buffer is still zero), and the same memory
+    serves the steps of one shape."""
+    torch.manual_seed(14)
+    conv = Conv2d(16, 8, 3, padding=1).to(dtype=torch.float64)
+    conv.force_form = form
+    generator = torch.Generator().manual_seed(15)
+    pointers = []
+    for batch, size in [(2, 6), (2, 6), (3, 5), (2, 6)]:
+        conv.zero_grad()
+        x = torch.randn(batch, 16, size, size, generator=generator, dtype=torch.float64) * 10
+        out = conv.forward(x)
+        grad_out = torch.randn(out.shape, generator=generator, dtype=torch.float64)
+        grad_in = conv.backward(grad_out)
+        assert conv_against_autograd(conv, x, grad_out, out, grad_in) <= FLOAT64_TOL
+        assert set(conv.spares.kept) == {"input rows", "gradient rows"}
+        pointers.append({role: kept[1].data_ptr() for role, kept in conv.spares.kept.items()})
+    assert pointers[1] == pointers[0]          # the same shape again: the same buffers
+    assert all(pointers[2][role] != pointers[1][role] for role in pointers[2])   # new shape
 
 
 def test_switching_fast_off_between_forward_and_backward_changes_nothing():

@@ -48,10 +48,11 @@ class LeakyReLU(Module):
 
     def backward(self, grad):
         check_grad_like(self, grad, self.input)
-        # The gradient passes where x > 0 (there the sign of max(x, 0) is 1) and is scaled
-        # elsewhere (sign 0, including x = 0, as torch): passed + slope * (grad - passed).
-        passed = self.input.clamp(min=0).sign_().mul_(grad)
-        return (grad - passed).mul_(self.negative_slope).add_(passed)
+        # The slope of the function at x: 1 where x > 0 (there the sign of max(x, 0) is 1) and
+        # negative_slope elsewhere (sign 0, including x = 0, as torch). Built in place in one new
+        # tensor, then multiplied by grad: four fast passes (``where`` runs slower on CPU).
+        slope = self.input.clamp(min=0).sign_()
+        return slope.mul_(1 - self.negative_slope).add_(self.negative_slope).mul_(grad)
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}"

@@ -59,7 +59,7 @@ class ConvTranspose2d(Convolution):
     def backward(self, grad):
         check_grad_saved(self, grad, self.saved)
         if self.bias is not None:
-            self.bias_grad += grad.sum((0, 2, 3))
+            self.bias_grad += grad.sum((2, 3)).sum(0)     # pixels, then batch: see Conv2d
         if self.saved.form != "fold":                # the backward pass of chapter 8's form
             return fast.conv_transpose_backward(self, grad)
         x = self.saved.input

@@ -19,6 +19,9 @@ The forms, one file each:
 * ``patches.py``: kernel = stride (no padding): Conv2d, ConvTranspose2d and MaxPool2d;
 * ``fused_upsampling.py``: nearest x2 upsampling + 3x3 convolution, computed on the small map;
 * ``long_sums.py``: the weight gradients' long sums, split between threads.
+
+A layer that runs on shifted rows also keeps its padded buffers between calls (``spares``, a
+``shifted_rows.Spares``): the next batch of the same shape reuses them instead of new memory.
 """
 from ..module import Saved
 from .fused_upsampling import (FUSED_SETTING, collapse_kernel, upsample_convolve,
@@ -27,6 +30,7 @@ from .patches import (convolve_patches, convolve_patches_backward, convolve_tran
                       convolve_transposed_patches_backward, is_patchwise, max_pool_patches,
                       max_pool_patches_backward)
 from .shifted_rows import ROWS_FORMS, convolve_rows, convolve_rows_backward, spread_gradient
+from .shifted_rows import Spares  # noqa: F401  (each Conv2d keeps one: fast.Spares())
 
 SHIFTED_ROWS_MIN_CHANNELS = 16   # with 3 channels one unfold product wins (stored: 3->48, ch. 8);
                                  # 16 itself is a choice between 3 and 48, not yet swept
@@ -78,7 +82,8 @@ def conv2d_forward(conv, x):
         conv.saved = Saved(form, x, out.shape, kept=patches)
         return out
     rows_form = conv.force_form if conv.force_form in ROWS_FORMS else None
-    out, rows = convolve_rows(x, conv.weight, conv.bias, conv.padding, conv.dilation, rows_form)
+    out, rows = convolve_rows(x, conv.weight, conv.bias, conv.padding, conv.dilation, rows_form,
+                              conv.spares)
     conv.saved = Saved(form, x, out.shape, kept=rows)
     return out
 
@@ -91,8 +96,8 @@ def conv2d_backward(conv, grad):
                                                             saved.input.shape)
     else:
         rows = saved.kept
-        input_grad, weight_grad = convolve_rows_backward(spread_gradient(grad, rows.layout),
-                                                         rows, conv.weight)
+        spread = spread_gradient(grad, rows.layout, conv.spares)
+        input_grad, weight_grad = convolve_rows_backward(spread, rows, conv.weight)
     conv.weight_grad += weight_grad
     return input_grad
 
@@ -119,9 +124,9 @@ def upsampling_forward(block, x):
     block.conv.check(x, module=block)
     # The collapsed kernels are kept for the backward pass (the weight cannot change between).
     kernels = collapse_kernel(block.weight)
-    out, rows = upsample_convolve(x, kernels, block.force_form)
+    out, rows = upsample_convolve(x, kernels, block.force_form, block.conv.spares)
     if block.bias is not None:
-        out = out + block.bias.reshape(1, -1, 1, 1)
+        out.add_(block.bias.reshape(1, -1, 1, 1))       # out is new: add in place
     block.saved = Saved("fused", x, out.shape, kept=(kernels, rows))
     return out
 
@@ -131,8 +136,9 @@ def upsampling_backward(block, grad):
     kernels, rows = block.saved.kept
     conv = block.conv
     if conv.bias is not None:
-        conv.bias_grad += grad.sum((0, 2, 3))
-    input_grad, weight_grad = upsample_convolve_backward(grad, rows, kernels, conv.weight.shape)
+        conv.bias_grad += grad.sum((2, 3)).sum(0)
+    input_grad, weight_grad = upsample_convolve_backward(grad, rows, kernels, conv.weight.shape,
+                                                         conv.spares)
     conv.weight_grad += weight_grad
     return input_grad
 
@@ -151,7 +157,7 @@ def conv_transpose_forward(block, x):
     output_shape = (x.shape[0], block.out_channels, *block.output_size(*x.shape[2:]))
     out = convolve_transposed_patches(x, block.weight, output_shape)
     if block.bias is not None:
-        out = out + block.bias.reshape(1, -1, 1, 1)
+        out.add_(block.bias.reshape(1, -1, 1, 1))       # out is new: add in place
     block.saved = Saved("patches", x, out.shape)
     return out
 

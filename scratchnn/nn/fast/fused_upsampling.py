@@ -84,7 +84,7 @@ def split_phases(grad, phases):
     return phases
 
 
-def upsample_convolve(x, kernels, form=None):
+def upsample_convolve(x, kernels, form=None, spares=None):
     """Nearest x2 upsampling then a 3x3 padding-1 convolution (no bias); also return the record
     of its shifted rows (``shifted_rows.RowsSaved``) for the backward pass.
 
@@ -92,19 +92,19 @@ def upsample_convolve(x, kernels, form=None):
     its 4O output channels, gives all four phases on the small map: 16 multiply-adds per small
     pixel and channel pair (plus the border row and column) instead of 36, and no upsampled map
     is ever stored. It runs on shifted rows, in ``form`` (None: the one chosen for the shapes),
-    so there is no unfold copy either.
+    so there is no unfold copy either. ``spares``: the block's reusable buffers (``Spares``).
     """
-    phases, rows = convolve_rows(x, kernels, None, (1, 1), (1, 1), form)
+    phases, rows = convolve_rows(x, kernels, None, (1, 1), (1, 1), form, spares)
     return interleave_phases(phases), rows
 
 
-def upsample_convolve_backward(grad, rows, kernels, weight_shape):
+def upsample_convolve_backward(grad, rows, kernels, weight_shape, spares=None):
     """Gradients of ``upsample_convolve`` with respect to its input and its 3x3 weight: split the
     output gradient into its four phases, run the 2x2 convolution's backward, expand the kernel
     gradient back to 3x3. ``rows`` is the record that ``upsample_convolve`` returned."""
     layout = rows.layout
     spread, phases = padded_rows(layout, kernels.shape[0], layout.tail, layout.out_height,
-                                 layout.out_width, grad)
+                                 layout.out_width, grad, spares, "gradient rows")
     split_phases(grad, phases)                        # written straight into the rows buffer
     input_grad, kernel_grad = convolve_rows_backward(spread, rows, kernels)
     return input_grad, expand_kernel_grad(kernel_grad, weight_shape)

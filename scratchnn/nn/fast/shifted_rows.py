@@ -29,6 +29,8 @@ ROWS_FORMS = ("per tap", "wide", "gathered")
 WIDE_MAX_OUT_CHANNELS = 12        # wide wins at 3 and loses at 48 outputs (bench_conv.py --forms);
                                   # 12 covers the course network's last block, not yet swept
 GATHER_MAX_ENTRIES = 2 ** 19      # picks only the U-Net's 4x4 level at batch 32 (measured there)
+PIECE_ROWS = 2 ** 15              # 32768 positions: 6 MB of a 48-channel result (bench_conv.py
+PIECES_FROM_ROWS = 2 ** 17        # --pieces): pieces win on a 512x512 image and lose below 70,000
 
 
 @dataclass(frozen=True)
@@ -100,23 +102,54 @@ def images_of(buffer, start, layout, height, width):
     return images[:, :height, :width].permute(0, 3, 1, 2)
 
 
-def padded_rows(layout, channels, start, height, width, like):
-    """An empty (total, channels) buffer whose rows hold zeros everywhere except the
-    height x width pixels of every image stored from row ``start``; those are returned as a
-    view to fill. Zeroing only the padding saves a pass over the whole buffer."""
-    buffer = like.new_empty(layout.total, channels)
-    buffer[:start].zero_()
-    buffer[start + layout.positions:].zero_()
-    images = buffer[start:start + layout.positions]
-    images = images.view(layout.batch, layout.image_rows, layout.row_width, channels)
-    images[:, height:].zero_()                    # the zero rows shared under each image
-    images[:, :height, width:].zero_()            # the zero columns shared after each pixel row
-    return buffer, images[:, :height, :width].permute(0, 3, 1, 2)
+def padded_rows(layout, channels, start, height, width, like, spares=None, role=None):
+    """A (total, channels) buffer whose rows hold zeros everywhere except the height x width
+    pixels of every image stored from row ``start``; those are returned as a view to fill.
+    Zeroing only the padding saves a pass over the whole buffer.
+
+    With ``spares`` (the layer's ``Spares``), the buffer kept under ``role`` is reused when it
+    was made for the same layout: only its pixels were ever written, so its padding is zero.
+    """
+    def make():
+        buffer = like.new_empty(layout.total, channels)
+        buffer[:start].zero_()
+        buffer[start + layout.positions:].zero_()
+        images = buffer[start:start + layout.positions]
+        images = images.view(layout.batch, layout.image_rows, layout.row_width, channels)
+        images[:, height:].zero_()                    # the zero rows shared under each image
+        images[:, :height, width:].zero_()            # the zero columns after each pixel row
+        return buffer
+
+    made_for = (layout, channels, start, height, width, like.dtype, like.device)
+    buffer = make() if spares is None else spares.take(role, made_for, make)
+    return buffer, images_of(buffer, start, layout, height, width)
 
 
-def to_rows(x, layout):
+class Spares:
+    """The padded buffers that one layer keeps from a call to the next (chapter 8).
+
+    A training step after the first meets the same shapes again, and a padded buffer made for
+    one batch serves the next as it is: its padding is still zero. Reusing it saves the
+    allocation (for a large buffer, fresh memory that the operating system hands over page by
+    page, each page zeroed on first touch) and the passes that zero its padding. One buffer
+    per role (the input's rows, the output gradient's); a batch of another shape replaces it.
+    Nothing else ever holds these buffers: they are copies, never a layer's output.
+    """
+
+    def __init__(self):
+        self.kept = {}          # role -> (what the buffer was made for, the buffer)
+
+    def take(self, role, made_for, make):
+        """The buffer kept under ``role`` if it was made for ``made_for``, else ``make()``'s."""
+        if role not in self.kept or self.kept[role][0] != made_for:
+            self.kept[role] = (made_for, make())
+        return self.kept[role][1]
+
+
+def to_rows(x, layout, spares=None):
     """(N, C, H, W) -> the (total, C) channels-last buffer, zeros in the shared padding."""
-    rows, pixels = padded_rows(layout, x.shape[1], layout.lead, layout.height, layout.width, x)
+    rows, pixels = padded_rows(layout, x.shape[1], layout.lead, layout.height, layout.width, x,
+                               spares, "input rows")
     pixels.copy_(x)
     return rows
 
@@ -149,17 +182,17 @@ class RowsSaved:
     buffer: torch.Tensor
 
 
-def convolve_rows(x, weight, bias, padding, dilation, form=None):
+def convolve_rows(x, weight, bias, padding, dilation, form=None, spares=None):
     """Stride-1 cross-correlation of ``x`` with ``weight`` plus ``bias``.
 
     out[r] = bias + sum over taps t of rows[r + offsets[t]] @ tap_t, organised in ``form``, one
     of ``ROWS_FORMS`` (None: the one ``rows_form`` chooses for these shapes). Returns the output
-    and the ``RowsSaved`` record that the backward pass reads.
+    and the ``RowsSaved`` record that the backward pass reads. ``spares``: see ``Spares``.
     """
     o, c, kh, kw = weight.shape
     layout = rows_layout(x.shape, (kh, kw), padding, dilation)
     form = form or rows_form(c, o, layout)
-    rows = to_rows(x, layout)
+    rows = to_rows(x, layout, spares)
     taps = stacked_taps(weight)
     if form == "wide":
         return wide_forward(rows, taps, bias, layout), RowsSaved(form, layout, rows)
@@ -189,14 +222,42 @@ def rows_form(in_channels, out_channels, layout):
     return "per tap"
 
 
+def pieces(count):
+    """(start, stop) of the consecutive pieces that a sum of shifted products is computed in.
+
+    Each ``addmm_`` reads and writes the whole (positions, O) result, so a sum of kh*kw products
+    passes over it kh*kw times. While it fits in the processor's caches that costs little; for a
+    large image (one 512 x 512 picture: 50 MB per 48 channels) every pass goes to memory. Then
+    the positions are cut into pieces of ``PIECE_ROWS``, and all the taps run on one piece
+    while it stays in the cache.
+    """
+    step = PIECE_ROWS if count >= PIECES_FROM_ROWS else count
+    return [(start, min(start + step, count)) for start in range(0, count, step)]
+
+
+def add_shifted_products(out, rows, starts, matrices, overwrite=False):
+    """out[p] += sum over t of rows[starts[t] + p] @ matrices[t], for every row p of ``out``:
+    the sum that both the forward pass and the input gradient compute, piece by piece.
+
+    With ``overwrite`` the first product replaces what ``out`` held instead of adding to it
+    (``beta=0``: the leftovers of an empty buffer, even NaN, are ignored), which saves a pass
+    that would fill it with zeros first.
+    """
+    for start, stop in pieces(out.shape[0]):
+        piece = out[start:stop]
+        for index, (first, matrix) in enumerate(zip(starts, matrices)):
+            beta = 0 if overwrite and index == 0 else 1
+            piece.addmm_(rows[first + start:first + stop], matrix, beta=beta)
+    return out
+
+
 def taps_forward(rows, taps, bias, layout):
-    """One ``addmm_`` per tap into the (positions, O) result, the first product bringing the
-    bias; returns its output pixels."""
-    m, offsets = layout.positions, layout.offsets
-    first = rows[offsets[0]:offsets[0] + m]
-    out = first.matmul(taps[0]) if bias is None else bias.addmm(first, taps[0])
-    for tap, offset in zip(taps[1:], offsets[1:]):
-        out.addmm_(rows[offset:offset + m], tap)
+    """One ``addmm_`` per tap into the (positions, O) result, which starts as the bias; returns
+    its output pixels."""
+    out = rows.new_empty(layout.positions, taps.shape[2])
+    if bias is not None:
+        out.copy_(bias.expand_as(out))
+    add_shifted_products(out, rows, layout.offsets, taps, overwrite=bias is None)
     return output_pixels(out, layout)
 
 
@@ -249,7 +310,7 @@ def gathered_forward(gathered, taps, bias, layout):
     return out.view(layout.batch, layout.out_height, layout.out_width, -1).permute(0, 3, 1, 2)
 
 
-def spread_gradient(grad, layout):
+def spread_gradient(grad, layout, spares=None):
     """The output gradient (N, O, Ho, Wo) in the rows layout, ready for ``convolve_rows_backward``.
 
     The gradient of position r lies at row ``tail + r``, with zeros at the positions that are not
@@ -259,7 +320,7 @@ def spread_gradient(grad, layout):
     taps in reverse order, chapter 4's full correlation with the flipped kernel.
     """
     spread, pixels = padded_rows(layout, grad.shape[1], layout.tail, layout.out_height,
-                                 layout.out_width, grad)
+                                 layout.out_width, grad, spares, "gradient rows")
     pixels.copy_(grad)
     return spread
 
@@ -295,9 +356,9 @@ def taps_backward(spread, rows, taps, layout):
     m, offsets = layout.positions, layout.offsets
     grad_rows = spread[layout.tail:layout.tail + m]
     tap_grads = torch.cat([long_sum_product(rows[s:s + m], grad_rows) for s in offsets])
-    input_rows = sent_back(spread, layout, offsets[0]).matmul(taps[0].t())
-    for tap, offset in zip(taps[1:], offsets[1:]):
-        input_rows.addmm_(sent_back(spread, layout, offset), tap.t())
+    starts = [layout.tail + layout.lead - offset for offset in offsets]      # see ``sent_back``
+    input_rows = add_shifted_products(spread.new_empty(m, taps.shape[1]), spread, starts,
+                                      taps.transpose(1, 2), overwrite=True)
     return input_rows, tap_grads
 
 
