@@ -22,10 +22,15 @@ product per tap, the wide product, the gathered taps), each forced in turn with 
 ``force_form``, at every shape that runs on shifted rows: the measurements behind the thresholds
 of ``rows_form`` that choose between them.
 
+With ``--pieces`` it times instead the forward pass of one product per tap on large and small
+maps, its products in one piece and in pieces of several sizes (``shifted_rows.pieces``): the
+measurements behind ``PIECE_ROWS`` and ``PIECES_FROM_ROWS``.
+
 Usage (from the repository root)::
 
     python benchmarks/bench_conv.py [--device cuda] [--threads 2] [--json results.json]
     python benchmarks/bench_conv.py --forms --rounds 15 --json benchmarks/results/conv_cpu.json
+    python benchmarks/bench_conv.py --pieces --json benchmarks/results/pieces_cpu.json
     python benchmarks/bench_conv.py --quick          # two small shapes, a smoke test
 """
 import argparse
@@ -45,6 +50,7 @@ from bench_step import Timer, chosen_device, machine  # noqa: E402
 
 from scratchnn import Conv2d  # noqa: E402
 from scratchnn.nn import fast  # noqa: E402
+from scratchnn.nn.fast import shifted_rows  # noqa: E402
 from scratchnn.nn.fast.shifted_rows import ROWS_FORMS, rows_form, rows_layout  # noqa: E402
 
 # (batch, in_channels, out_channels, size): the 3x3 convolutions of the U-Net of chapter 9 (48
@@ -53,6 +59,11 @@ UNET_SHAPES = [(32, 3, 48, 32), (32, 48, 48, 32), (32, 96, 48, 32), (32, 48, 3, 
                (32, 48, 48, 16), (32, 96, 48, 16), (32, 48, 48, 8), (32, 96, 48, 8),
                (32, 48, 48, 4)]
 QUICK_SHAPES = [(4, 16, 16, 8), (4, 3, 16, 8)]
+# --pieces: one 512x512 and one 256x256 image (inference), and training batches of 32x32 crops.
+PIECE_SHAPES = [(1, 96, 48, 512), (1, 48, 48, 512), (1, 96, 48, 256), (64, 96, 48, 32),
+                (16, 96, 48, 32)]
+PIECE_SIZES = (2 ** 13, 2 ** 14, 2 ** 15, 2 ** 16)
+QUICK_PIECE_SHAPES, QUICK_PIECE_SIZES = [(1, 16, 8, 40)], (2 ** 8,)
 
 
 def matmul_peak(device, timer, size=2048, rounds=5):
@@ -155,6 +166,58 @@ def time_shape(shape, device, timer, rounds, warmup, forms=False):
     return row
 
 
+def time_pieces(shape, sizes, device, timer, rounds, warmup):
+    """Median milliseconds of one forward pass of ``Conv2d`` forced to one product per tap, with
+    its products in one piece and in pieces of each of ``sizes`` positions, interleaved."""
+    batch, c, o, size = shape
+    torch.manual_seed(0)
+    conv = Conv2d(c, o, 3, padding=1).to(device=device)
+    conv.force_form = "per tap"
+    x = torch.randn(batch, size, size, c, device=device).permute(0, 3, 1, 2)
+
+    def forward_in_pieces_of(rows):
+        def run():
+            kept = shifted_rows.PIECE_ROWS, shifted_rows.PIECES_FROM_ROWS
+            shifted_rows.PIECE_ROWS, shifted_rows.PIECES_FROM_ROWS = rows, 1
+            try:
+                conv.forward(x)
+            finally:
+                shifted_rows.PIECE_ROWS, shifted_rows.PIECES_FROM_ROWS = kept
+        return run
+
+    contenders = {"one piece": forward_in_pieces_of(2 ** 62)}
+    contenders |= {f"pieces of {rows}": forward_in_pieces_of(rows) for rows in sizes}
+    medians = interleaved_medians(contenders, timer, rounds, warmup)
+    positions = rows_layout(x.shape, (3, 3), (1, 1), (1, 1)).positions
+    return {"shape": list(shape), "positions": positions,
+            "median_ms": {name: 1000 * value for name, value in medians.items()},
+            "fastest": min(medians, key=medians.get),
+            "package_runs": "one piece" if positions < shifted_rows.PIECES_FROM_ROWS
+            else f"pieces of {shifted_rows.PIECE_ROWS}"}
+
+
+def main_pieces(args, device, timer, info):
+    """``--pieces``: print (and keep with ``--json``) ``time_pieces`` at ``PIECE_SHAPES``."""
+    shapes, sizes = ((QUICK_PIECE_SHAPES, QUICK_PIECE_SIZES) if args.quick
+                     else (PIECE_SHAPES, PIECE_SIZES))
+    print(f"{info['cpu']}, {args.threads} threads: forward pass, one product per tap (ms)")
+    rows = []
+    for shape in shapes:
+        row = time_pieces(shape, sizes, device, timer, 2 if args.quick else args.rounds,
+                          1 if args.quick else args.warmup)
+        rows.append(row)
+        batch, c, o, size = shape
+        print(f"{f'{batch}, {c} -> {o}, {size}x{size}':<22}{row['positions']:>8} positions: "
+              + ", ".join(f"{name} {ms:.1f}" for name, ms in row["median_ms"].items())
+              + f"; fastest: {row['fastest']}; the package runs {row['package_runs']}")
+    if args.json:
+        record = {"what": "the forward pass in pieces (bench_conv.py --pieces)", "machine": info,
+                  "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                  "rounds": args.rounds, "rows": rows}
+        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
+        print(f"written to {args.json}")
+
+
 def interleaved_medians(contenders, timer, rounds, warmup, seed=0):
     """Median seconds of each contender, run in turn round after round after warm-up rounds.
 
@@ -181,12 +244,16 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="two small shapes (a smoke test)")
     parser.add_argument("--forms", action="store_true",
                         help="also time each form of the shifted rows, forced in turn")
+    parser.add_argument("--pieces", action="store_true",
+                        help="time the forward pass with its products in pieces instead")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args(argv)
     device = chosen_device(parser, args.device)
     torch.set_num_threads(args.threads)
     timer = Timer(device)
     info = machine(device, args.threads)
+    if args.pieces:
+        return main_pieces(args, device, timer, info)
     peak = matmul_peak(device, timer, 256 if args.quick else 2048)
     print(f"{info['cpu']}, {args.threads} threads, torch {info['torch']}, device {device.type}"
           + (f" ({info['gpu']})" if "gpu" in info else "")

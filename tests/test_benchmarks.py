@@ -38,6 +38,18 @@ def test_bench_conv_quick(tmp_path):
             assert set(row["forced_ratio"]) == {"per tap", "wide", "gathered"}
 
 
+def test_bench_conv_pieces_quick(tmp_path):
+    """``--pieces`` times the forward pass in one piece and in pieces, and says which form the
+    package runs at each shape (the tiny quick shape: one piece, below ``PIECES_FROM_ROWS``)."""
+    out = run("bench_conv.py", "--quick", "--pieces", "--threads", "1", "--json",
+              str(tmp_path / "p.json"))
+    assert "fastest:" in out
+    record = json.loads((tmp_path / "p.json").read_text())
+    (row,) = record["rows"]
+    assert set(row["median_ms"]) == {"one piece", "pieces of 256"}
+    assert row["package_runs"] == "one piece" and row["fastest"] in row["median_ms"]
+
+
 def test_bench_unet_quick(tmp_path):
     out = run("bench_unet.py", "--quick", "--threads", "1", "--json", str(tmp_path / "u.json"))
     assert "matmul peak" in out and "worst ratio" in out

@@ -180,13 +180,13 @@ def max_pool_form(pool):
 
 
 def max_pool_forward(pool, x):
-    """``MaxPool2d.forward`` on channels-last patches."""
-    out, argmax = max_pool_patches(x, pool.kernel_size)
-    pool.saved = Saved("patches", x, out.shape, kept=argmax)
+    """``MaxPool2d.forward`` on the taps of the patches; the output is kept for backward."""
+    out = max_pool_patches(x, pool.kernel_size)
+    pool.saved = Saved("patches", x, out.shape, kept=out)
     return out
 
 
 def max_pool_backward(pool, grad):
     """``MaxPool2d.backward`` on patches: each gradient goes to its patch's maximum."""
     saved = pool.saved
-    return max_pool_patches_backward(grad, saved.kept, saved.input.shape, pool.kernel_size)
+    return max_pool_patches_backward(grad, saved.input, saved.kept, pool.kernel_size)

@@ -89,34 +89,45 @@ def convolve_transposed_patches_backward(grad, x, weight):
     return input_rows.reshape(n, height, width, c).permute(0, 3, 1, 2), weight_grad
 
 
+def pool_taps(x, kernel_size):
+    """Tap (i, j) of every patch at once: the strided view ``x[:, :, i::kh, j::kw]``, for each of
+    the kh*kw taps in order (rows and columns that no patch reaches left out; no copy)."""
+    (kh, kw), (out_h, out_w) = kernel_size, (x.shape[2] // kernel_size[0],
+                                             x.shape[3] // kernel_size[1])
+    return [x[:, :, i:out_h * kh:kh, j:out_w * kw:kw] for i in range(kh) for j in range(kw)]
+
+
 def max_pool_patches(x, kernel_size):
     """Max-pooling with stride = kernel: the largest of each patch's kh*kw taps, per channel.
 
-    Tap (i, j) of every patch at once is the strided view ``x[:, :, i::kh, j::kw]``, so the
-    maximum is kept tap by tap, in place (``clamp_(min=tap)``), with no copy of the patches;
-    ``max(dim=...)`` over a copy runs several times slower on CPU. Beside it, ``index`` records
-    the first tap that holds the maximum, as torch does for ties: where tap t is strictly
-    higher than the maximum so far (``higher`` is 1 there, else 0; the sign of a NaN is 0), the
-    index becomes t, elsewhere it stays. Since t is larger than every index before it, that is
-    ``index = max(index, t * higher)``: one more clamp.
-
-    Returns the output (N, C, Ho, Wo) and the tap of each maximum as (N*Ho*Wo, C) rows.
+    The maximum is kept tap by tap, in place (``clamp_(min=tap)``): no copy of the patches (a
+    ``max(dim=...)`` over such a copy runs several times slower on CPU) and nothing else to
+    keep. Which tap held the maximum is worked out by the backward pass, which needs it; a
+    forward pass alone (inference) never does. Returns the (N, C, Ho, Wo) output.
     """
-    (kh, kw), (out_h, out_w) = kernel_size, (x.shape[2] // kernel_size[0],
-                                             x.shape[3] // kernel_size[1])
-    taps = [x[:, :, i:out_h * kh:kh, j:out_w * kw:kw] for i in range(kh) for j in range(kw)]
-    out, index = taps[0].clone(), taps[0].new_zeros(taps[0].shape)
-    for number, tap in enumerate(taps[1:], start=1):
-        higher = (tap - out).clamp_(min=0).sign_()
-        index.clamp_(min=higher.mul_(number))
+    taps = pool_taps(x, kernel_size)
+    out = taps[0].clone()
+    for tap in taps[1:]:
         out.clamp_(min=tap)
-    return out, index.permute(0, 2, 3, 1).reshape(-1, x.shape[1]).long()
+    return out
 
 
-def max_pool_patches_backward(grad, argmax, input_shape, kernel_size):
-    """Each output gradient goes to its patch's maximum, the patch's other taps get zero."""
-    c, (kh, kw) = input_shape[1], kernel_size
-    rows = grad.permute(0, 2, 3, 1).reshape(-1, 1, c)                     # (N*L, 1, C)
-    patches = rows.new_zeros(rows.shape[0], kh * kw, c)
-    patches.scatter_(1, argmax.unsqueeze(1), rows)
-    return from_patches(patches.reshape(rows.shape[0], -1), input_shape, kernel_size)
+def max_pool_patches_backward(grad, x, out, kernel_size):
+    """Each output gradient goes to the first tap of its patch that holds the maximum (torch's
+    choice when several do); the patch's other taps get zero.
+
+    Tap by tap, in order: out - tap is 0 where the tap holds the maximum and positive elsewhere,
+    so its sign (0 or 1; 0 for a NaN too) times the gradient not yet claimed is what this tap
+    passes on to the taps after it; the tap keeps the rest. The last tap keeps what is left.
+    """
+    (n, c, height, width), (kh, kw) = x.shape, kernel_size
+    covered = height % kh == 0 and width % kw == 0      # else rows no patch reaches: zeros
+    input_grad = (x.new_empty if covered else x.new_zeros)(n, height, width, c)
+    input_grad = input_grad.permute(0, 3, 1, 2)         # channels-last, as the other fast forms
+    grad_taps, unclaimed = pool_taps(input_grad, kernel_size), grad
+    for tap, grad_tap in zip(pool_taps(x, kernel_size)[:-1], grad_taps[:-1]):
+        passed_on = (out - tap).sign_().mul_(unclaimed)
+        grad_tap.copy_(unclaimed).sub_(passed_on)
+        unclaimed = passed_on
+    grad_taps[-1].copy_(unclaimed)
+    return input_grad

@@ -29,8 +29,8 @@ ROWS_FORMS = ("per tap", "wide", "gathered")
 WIDE_MAX_OUT_CHANNELS = 12        # wide wins at 3 and loses at 48 outputs (bench_conv.py --forms);
                                   # 12 covers the course network's last block, not yet swept
 GATHER_MAX_ENTRIES = 2 ** 19      # picks only the U-Net's 4x4 level at batch 32 (measured there)
-PIECE_ROWS = 2 ** 15              # 32768 positions: 6 MB of a 48-channel result (bench_conv.py
-PIECES_FROM_ROWS = 2 ** 17        # --pieces): pieces win on a 512x512 image and lose below 70,000
+PIECE_ROWS = 2 ** 15              # 6 MB of a 48-channel result; pieces win on a 512x512 image,
+PIECES_FROM_ROWS = 2 ** 17        # lose on 66,000 positions (bench_conv.py --pieces, ch. 8)
 
 
 @dataclass(frozen=True)
@@ -344,19 +344,26 @@ def convolve_rows_backward(spread, saved, weight):
 
 def sent_back(spread, layout, offset):
     """The gradient that the tap at ``offset`` sends to the input rows lead ... lead + m - 1."""
-    start = layout.tail + layout.lead - offset
+    start = sent_back_start(layout, offset)
     return spread[start:start + layout.positions]
+
+
+def sent_back_start(layout, offset):
+    """The row of the spread gradient where ``sent_back`` starts: the gradient of output position
+    p lies at row tail + p, and input row lead + p receives it from output p + lead - offset."""
+    return layout.tail + layout.lead - offset
 
 
 def taps_backward(spread, rows, taps, layout):
     """Both gradients, one product per tap: d tap_t = rows[s : s + m]^T @ G, and the input
-    gradient adds up, for each tap, the slice it sends back times its matrix transposed.
+    gradient adds up, for each tap, the slice it sends back (``sent_back``, from row
+    ``sent_back_start``) times its matrix transposed, with ``add_shifted_products`` as forward.
     Returns the input gradient on the positions (row p is input row lead + p) and the (k*C, O)
     tap gradients."""
     m, offsets = layout.positions, layout.offsets
     grad_rows = spread[layout.tail:layout.tail + m]
     tap_grads = torch.cat([long_sum_product(rows[s:s + m], grad_rows) for s in offsets])
-    starts = [layout.tail + layout.lead - offset for offset in offsets]      # see ``sent_back``
+    starts = [sent_back_start(layout, offset) for offset in offsets]
     input_rows = add_shifted_products(spread.new_empty(m, taps.shape[1]), spread, starts,
                                       taps.transpose(1, 2), overwrite=True)
     return input_rows, tap_grads
