@@ -96,7 +96,8 @@ def test_gpu_script_runs_every_benchmark_on_cuda():
 
 
 @pytest.mark.parametrize("name", ["cpu.json", "conv_cpu.json", "conv_cpu_passive.json",
-                                  "scaling_cpu.json"])
+                                  "scaling_cpu.json", "conv_xeon.json", "pieces_cpu.json",
+                                  "unet_speed_cpu.json", "unet_speed_cpu_before.json"])
 def test_stored_results_name_their_machine(name):
     path = BENCHMARKS / "results" / name
     if not path.exists():

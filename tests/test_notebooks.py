@@ -89,12 +89,14 @@ def test_nbval_sanitize_patterns_apply():
             "<scratchnn.nn.Conv2d object at 0x7f3a2b1c9d90>\n"
             "epoch 3 took 12.34 s, PSNR 23.42 dB\n"
             "conv weight  max error 3.1e-15  (tolerance 1e-09)  pass\n"
+            "ConvTranspose2d bias gradient    largest error 8.9e-15  pass\n"
             "File /home/runner/work/repo/scratchnn/nn/conv.py, line 3\n")
     for regex, replace in patterns:
         text = re.sub(regex, replace, text)
     assert text == ("PROGRESS-BAR\n<scratchnn.nn.Conv2d object at 0xADDRESS>\n"
                     "epoch 3 took DURATION, PSNR 23.42 dB\n"
                     "conv weight  max error ERROR  (tolerance 1e-09)  pass\n"
+                    "ConvTranspose2d bias gradient    largest error ERROR  pass\n"
                     "File PATH/conv.py, line 3\n")
 
 
