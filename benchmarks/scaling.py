@@ -32,10 +32,9 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_step import Timer, chosen_device, machine  # noqa: E402
+from bench_step import Timer, chosen_device, machine, scratchnn_step, torch_step  # noqa: E402,E501
 
 import scratchnn  # noqa: E402
 from scratchnn.nn import fast  # noqa: E402
@@ -93,21 +92,11 @@ def time_case(kind, batch, device, timer, rounds, warmup):
     x = torch.rand(batch, 3, 32, 32, generator=generator).to(device)
     target = torch.rand(batch, 3, 32, 32, generator=generator).to(device)
 
-    def our_step():
-        with torch.no_grad():
-            our_optimizer.zero_grad()
-            loss.forward(ours.forward(x), target)
-            ours.backward(loss.backward())
-            our_optimizer.step()
-
-    def their_step():
-        their_optimizer.zero_grad()
-        F.mse_loss(theirs(x), target).backward()
-        their_optimizer.step()
-
+    steps = (("scratchnn", lambda: scratchnn_step(ours, loss, our_optimizer, x, target)),
+             ("torch", lambda: torch_step(theirs, their_optimizer, x, target)))
     times = {"scratchnn": [], "torch": []}
     for index in range(warmup + rounds):
-        for name, step in (("scratchnn", our_step), ("torch", their_step)):
+        for name, step in steps:
             start = timer.now()
             step()
             if index >= warmup:
@@ -159,14 +148,10 @@ def measure_memory(kind, batch, framework, device_type, threads):
     else:
         before = peak_resident_bytes()
     for _ in range(3):
-        optimizer.zero_grad()
         if framework == "scratchnn":
-            with torch.no_grad():
-                loss.forward(ours.forward(x), target)
-                ours.backward(loss.backward())
+            scratchnn_step(ours, loss, optimizer, x, target)
         else:
-            F.mse_loss(theirs(x), target).backward()
-        optimizer.step()
+            torch_step(theirs, optimizer, x, target)
     if device.type == "cuda":
         torch.cuda.synchronize()
         after = torch.cuda.max_memory_allocated()

@@ -110,6 +110,27 @@ def test_stored_results_name_their_machine(name):
         assert machine.get("device", "cpu") == "cpu" or "gpu" in machine
 
 
+@pytest.mark.parametrize("name", ["conv_cpu.json", "conv_xeon.json"])
+def test_the_rule_picks_the_fastest_form_on_every_measured_cpu(name):
+    """Issue 23: a rule that picks a form must hold on the CPUs it was measured on. In each
+    stored ``bench_conv.py --forms`` record (a 2-core AMD EPYC's, a 2-core Intel Xeon's), the
+    form that ``rows_form`` picks *now* at each shape took at most 5% longer than the fastest of
+    the three forms, each forced in turn; a rule changed later, or a record from another CPU
+    that disagrees, fails here."""
+    from scratchnn.nn.fast.shifted_rows import rows_form, rows_layout
+    record = json.loads((BENCHMARKS / "results" / name).read_text())
+    checked = 0
+    for row in record["rows"]:
+        if "forced_ratio" not in row:
+            continue
+        batch, c, o, size = row["shape"]
+        picked = rows_form(c, o, rows_layout((batch, c, size, size), (3, 3), (1, 1), (1, 1)))
+        forced = row["forced_ratio"]
+        assert forced[picked] <= 1.05 * min(forced.values()), (name, row["shape"], picked, forced)
+        checked += 1
+    assert checked >= 8
+
+
 def test_cuda_benchmarks_only_with_a_gpu():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
