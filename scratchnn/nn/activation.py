@@ -50,7 +50,7 @@ class LeakyReLU(Module):
         check_grad_like(self, grad, self.input)
         # The slope of the function at x: 1 where x > 0 (there the sign of max(x, 0) is 1) and
         # negative_slope elsewhere (sign 0, including x = 0, as torch). Built in place in one new
-        # tensor, then multiplied by grad: four fast passes (``where`` runs slower on CPU).
+        # tensor, then multiplied by grad: five fast passes (``where`` runs slower on CPU).
         slope = self.input.clamp(min=0).sign_()
         return slope.mul_(1 - self.negative_slope).add_(self.negative_slope).mul_(grad)
 

@@ -90,8 +90,9 @@ def convolve_transposed_patches_backward(grad, x, weight):
 
 
 def pool_taps(x, kernel_size):
-    """Tap (i, j) of every patch at once: the strided view ``x[:, :, i::kh, j::kw]``, for each of
-    the kh*kw taps in order (rows and columns that no patch reaches left out; no copy)."""
+    """Tap (i, j) of every patch at once, for each of the kh*kw taps in order: the strided view
+    ``x[:, :, i:Ho*kh:kh, j:Wo*kw:kw]`` (rows and columns that no patch reaches left out; no
+    copy)."""
     (kh, kw), (out_h, out_w) = kernel_size, (x.shape[2] // kernel_size[0],
                                              x.shape[3] // kernel_size[1])
     return [x[:, :, i:out_h * kh:kh, j:out_w * kw:kw] for i in range(kh) for j in range(kw)]
@@ -103,7 +104,9 @@ def max_pool_patches(x, kernel_size):
     The maximum is kept tap by tap, in place (``clamp_(min=tap)``): no copy of the patches (a
     ``max(dim=...)`` over such a copy runs several times slower on CPU) and nothing else to
     keep. Which tap held the maximum is worked out by the backward pass, which needs it; a
-    forward pass alone (inference) never does. Returns the (N, C, Ho, Wo) output.
+    forward pass alone (inference) never does; it reads this input and output again, which must
+    stay unchanged until then (no layer of the package changes its input in place). Returns the
+    (N, C, Ho, Wo) output.
     """
     taps = pool_taps(x, kernel_size)
     out = taps[0].clone()
@@ -117,8 +120,12 @@ def max_pool_patches_backward(grad, x, out, kernel_size):
     choice when several do); the patch's other taps get zero.
 
     Tap by tap, in order: out - tap is 0 where the tap holds the maximum and positive elsewhere,
-    so its sign (0 or 1; 0 for a NaN too) times the gradient not yet claimed is what this tap
-    passes on to the taps after it; the tap keeps the rest. The last tap keeps what is left.
+    so its sign (0 or 1) times the gradient not yet claimed is what this tap passes on to the
+    taps after it; the tap keeps the rest. The last tap keeps what is left.
+
+    Where torch differs, for values that are not finite: a NaN's sign is 0, so a patch holding a
+    NaN sends its gradient to its first tap (torch: to the NaN's), and an infinite or NaN
+    gradient, multiplied by 0, makes every tap's gradient NaN (torch: the maximum's only).
     """
     (n, c, height, width), (kh, kw) = x.shape, kernel_size
     covered = height % kh == 0 and width % kw == 0      # else rows no patch reaches: zeros

@@ -29,8 +29,9 @@ ROWS_FORMS = ("per tap", "wide", "gathered")
 WIDE_MAX_OUT_CHANNELS = 12        # wide wins at 3 and loses at 48 outputs (bench_conv.py --forms);
                                   # 12 covers the course network's last block, not yet swept
 GATHER_MAX_ENTRIES = 2 ** 19      # picks only the U-Net's 4x4 level at batch 32 (measured there)
-PIECE_ROWS = 2 ** 15              # 6 MB of a 48-channel result; pieces win on a 512x512 image,
-PIECES_FROM_ROWS = 2 ** 17        # lose on 66,000 positions (bench_conv.py --pieces, ch. 8)
+PIECE_ROWS = 2 ** 15              # 6 MB of a 48-channel result: a quarter faster on a 512x512
+PIECES_FROM_ROWS = 2 ** 17        # image, no certain gain at 66-70k positions (bench_conv.py
+                                  # --pieces, forward only); 2**17 is a choice between, not swept
 
 
 @dataclass(frozen=True)
@@ -133,15 +134,21 @@ class Spares:
     allocation (for a large buffer, fresh memory that the operating system hands over page by
     page, each page zeroed on first touch) and the passes that zero its padding. One buffer
     per role (the input's rows, the output gradient's); a batch of another shape replaces it.
-    Nothing else ever holds these buffers: they are copies, never a layer's output.
+
+    The buffers are copies, never a layer's output; but the layer's ``saved`` record holds the
+    input rows, so only the *latest* forward pass's record is valid: the next forward pass of
+    the same shape overwrites them, as it replaces the record. (A copy of the layer made with
+    ``copy.copy`` would share its spares; ``copy.deepcopy`` does not.)
     """
 
     def __init__(self):
         self.kept = {}          # role -> (what the buffer was made for, the buffer)
 
     def take(self, role, made_for, make):
-        """The buffer kept under ``role`` if it was made for ``made_for``, else ``make()``'s."""
+        """The buffer kept under ``role`` if it was made for ``made_for``, else ``make()``'s
+        (the old buffer is let go first, so that the two are not held at once)."""
         if role not in self.kept or self.kept[role][0] != made_for:
+            self.kept.pop(role, None)
             self.kept[role] = (made_for, make())
         return self.kept[role][1]
 
@@ -225,13 +232,13 @@ def rows_form(in_channels, out_channels, layout):
 def pieces(count):
     """(start, stop) of the consecutive pieces that a sum of shifted products is computed in.
 
-    Each ``addmm_`` reads and writes the whole (positions, O) result, so a sum of kh*kw products
-    passes over it kh*kw times. While it fits in the processor's caches that costs little; for a
-    large image (one 512 x 512 picture: 50 MB per 48 channels) every pass goes to memory. Then
-    the positions are cut into pieces of ``PIECE_ROWS``, and all the taps run on one piece
-    while it stays in the cache.
+    Each ``addmm_`` reads and writes the whole (positions, channels) result, so a sum of kh*kw
+    products passes over it kh*kw times. While it fits in the processor's caches that costs
+    little; for a large image (one 512 x 512 picture: 50 MB per 48 channels) every pass likely
+    goes to main memory. Then the positions are cut into pieces of ``PIECE_ROWS``, and all the
+    taps run on one piece while it stays in the cache.
     """
-    step = PIECE_ROWS if count >= PIECES_FROM_ROWS else count
+    step = PIECE_ROWS if count >= PIECES_FROM_ROWS else max(count, 1)
     return [(start, min(start + step, count)) for start in range(0, count, step)]
 
 
