@@ -103,10 +103,10 @@ def max_pool_patches(x, kernel_size):
 
     The maximum is kept tap by tap, in place (``clamp_(min=tap)``): no copy of the patches (a
     ``max(dim=...)`` over such a copy runs several times slower on CPU) and nothing else to
-    keep. Which tap held the maximum is worked out by the backward pass, which needs it; a
-    forward pass alone (inference) never does; it reads this input and output again, which must
-    stay unchanged until then (no layer of the package changes its input in place). Returns the
-    (N, C, Ho, Wo) output.
+    keep. Which tap held the maximum is worked out by the backward pass, which needs it (a
+    forward pass alone, in inference, never does). The backward pass reads this input and output
+    again, so they must stay unchanged until then (no layer of the package changes its input in
+    place). Returns the (N, C, Ho, Wo) output.
     """
     taps = pool_taps(x, kernel_size)
     out = taps[0].clone()
