@@ -189,11 +189,11 @@ def time_pieces(shape, sizes, device, timer, rounds, warmup):
     contenders |= {f"pieces of {rows}": forward_in_pieces_of(rows) for rows in sizes}
     medians = interleaved_medians(contenders, timer, rounds, warmup)
     positions = rows_layout(x.shape, (3, 3), (1, 1), (1, 1)).positions
+    package = shifted_rows.pieces(positions)          # what the package's own rule picks
     return {"shape": list(shape), "positions": positions,
             "median_ms": {name: 1000 * value for name, value in medians.items()},
             "fastest": min(medians, key=medians.get),
-            "package_runs": "one piece" if positions < shifted_rows.PIECES_FROM_ROWS
-            else f"pieces of {shifted_rows.PIECE_ROWS}"}
+            "package_runs": "one piece" if len(package) == 1 else f"pieces of {package[0][1]}"}
 
 
 def main_pieces(args, device, timer, info):

@@ -188,7 +188,8 @@ def main(argv=None):
     parser.add_argument("--note", default=None,
                         help="how the run went (interruptions, resumes, a shared machine)")
     parser.add_argument("--ship", action="store_true",
-                        help="copy best.pth into the package's pretrained/ folder with its card")
+                        help="copy the weights that --epoch chooses into the package's "
+                             "pretrained/ folder with their card")
     parser.add_argument("--epoch", choices=sorted(SELECTIONS), default="best",
                         help="which weights ship: the best validation epoch (best.pth) or the "
                              "last one (checkpoint.pt), the end of a learning-rate schedule")

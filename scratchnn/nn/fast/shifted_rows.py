@@ -252,9 +252,9 @@ def add_shifted_products(out, rows, starts, matrices, overwrite=False):
     """
     for start, stop in pieces(out.shape[0]):
         piece = out[start:stop]
-        for index, (first, matrix) in enumerate(zip(starts, matrices)):
+        for index, (shift, matrix) in enumerate(zip(starts, matrices)):
             beta = 0 if overwrite and index == 0 else 1
-            piece.addmm_(rows[first + start:first + stop], matrix, beta=beta)
+            piece.addmm_(rows[shift + start:shift + stop], matrix, beta=beta)
     return out
 
 
