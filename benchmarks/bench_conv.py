@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_step import Timer, chosen_device, machine  # noqa: E402
+from bench_step import timing_arguments, timing_setup  # noqa: E402
 
 from scratchnn import Conv2d  # noqa: E402
 from scratchnn.nn import fast  # noqa: E402
@@ -237,10 +237,7 @@ def interleaved_medians(contenders, timer, rounds, warmup, seed=0):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--warmup", type=int, default=2)
+    timing_arguments(parser, rounds=7)
     parser.add_argument("--quick", action="store_true", help="two small shapes (a smoke test)")
     parser.add_argument("--forms", action="store_true",
                         help="also time each form of the shifted rows, forced in turn")
@@ -248,10 +245,7 @@ def main(argv=None):
                         help="time the forward pass with its products in pieces instead")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args(argv)
-    device = chosen_device(parser, args.device)
-    torch.set_num_threads(args.threads)
-    timer = Timer(device)
-    info = machine(device, args.threads)
+    device, timer, info = timing_setup(parser, args)
     if args.pieces:
         return main_pieces(args, device, timer, info)
     peak = matmul_peak(device, timer, 256 if args.quick else 2048)

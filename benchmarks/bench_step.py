@@ -98,6 +98,22 @@ def chosen_device(parser, name):
     return torch.device(name)
 
 
+def timing_arguments(parser, rounds):
+    """The options that bench_conv.py, bench_unet.py and bench_floor.py share."""
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--warmup", type=int, default=2)
+
+
+def timing_setup(parser, args):
+    """What ``timing_arguments`` asked for: the device, a ``Timer`` for it and the machine's
+    description, with torch's threads set."""
+    device = chosen_device(parser, args.device)
+    torch.set_num_threads(args.threads)
+    return device, Timer(device), machine(device, args.threads)
+
+
 class Timer:
     """Wall-clock seconds of a block of code, waiting for the GPU when there is one."""
 

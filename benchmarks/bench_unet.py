@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_conv import QUICK_SHAPES, UNET_SHAPES, interleaved_medians, matmul_peak, time_shape  # noqa: E402,E501
-from bench_step import Timer, chosen_device, machine, scratchnn_step, torch_step  # noqa: E402
+from bench_step import scratchnn_step, timing_arguments, timing_setup, torch_step  # noqa: E402
 from scaling import step_flops  # noqa: E402
 
 import scratchnn  # noqa: E402
@@ -107,22 +107,16 @@ def verdict(rows, kind):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--threads", type=int, default=2)
+    timing_arguments(parser, rounds=9)
     parser.add_argument("--batches", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--crop", type=int, default=32, help="training crops (default 32)")
     parser.add_argument("--image", type=int, default=512, help="inference image side")
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="a smoke test")
     parser.add_argument("--json", help="write the record to this file")
     args = parser.parse_args(argv)
     if args.quick:
         args.batches, args.image, args.rounds, args.warmup = [2], 64, 1, 1
-    device = chosen_device(parser, args.device)
-    torch.set_num_threads(args.threads)
-    timer = Timer(device)
-    info = machine(device, args.threads)
+    device, timer, info = timing_setup(parser, args)
     peak = matmul_peak(device, timer, 256 if args.quick else 2048)
     print(f"{info['cpu']} ({', '.join(info['cpu_flags']) or 'no flags read'}), {args.threads} "
           f"threads, torch {info['torch']}, device {device.type}"

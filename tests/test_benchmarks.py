@@ -4,6 +4,7 @@ measured against; the GPU script calls each of them with ``--device cuda``.
 The numbers themselves are measured on a quiet machine and stored in benchmarks/results/; here
 only that the scripts work, that the twins they time compute the same function, and that the
 stored results name their machine."""
+import copy
 import json
 import subprocess
 import sys
@@ -48,6 +49,84 @@ def test_bench_conv_pieces_quick(tmp_path):
     (row,) = record["rows"]
     assert set(row["median_ms"]) == {"one piece", "pieces of 256"}
     assert row["package_runs"] == "one piece" and row["fastest"] in row["median_ms"]
+
+
+def test_bench_floor_quick(tmp_path):
+    """``bench_floor.py`` times the products alone in every arrangement and keeps, per pass, the
+    fastest: the floor is never above the per-tap products' own sum."""
+    out = run("bench_floor.py", "--quick", "--threads", "1", "--json", str(tmp_path / "f.json"))
+    assert "floor/torch" in out
+    record = json.loads((tmp_path / "f.json").read_text())
+    (row,) = record["rows"]
+    (measured,) = row["runs"]
+    passes = ("forward", "input gradient", "weight gradient")
+    assert set(measured["fastest"]) == set(passes)
+    per_tap = sum(measured["median_ms"][f"per tap: {name}"] for name in passes)
+    assert measured["floor_ms"] <= per_tap
+    assert measured["floor_ratio"] == pytest.approx(measured["floor_ms"] / measured["torch_ms"])
+    assert set(row["floor_ratio"]) == {"min", "median", "max"}
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 4, 6), (1, 3, 7, 5), (3, 16, 8, 4)])
+def test_the_floor_arrangements_compute_the_same_convolution(shape):
+    """The three arrangements that ``bench_floor.py`` times are the same convolution: the
+    per-tap one against torch's, the others against it (``check_arrangements``), and a kernel
+    row taken in the wrong order is caught."""
+    import bench_floor
+    import torch.nn.functional as F
+    from scratchnn.nn.fast import shifted_rows
+    b = bench_floor.ConvolutionBuffers(shape, torch.device("cpu"))
+    runs = {name: make(b) for name, make in (("per tap", bench_floor.per_tap),
+                                            ("kernel rows", bench_floor.kernel_rows),
+                                            ("gathered", bench_floor.gathered))}
+    layout = b.layout
+    forward = shifted_rows.output_pixels(runs["per tap"]["forward"](), layout)
+    assert torch.allclose(forward, F.conv2d(b.x, b.weight, padding=1), atol=1e-5)
+    bench_floor.check_arrangements(b, runs)
+    wrong = copy.copy(b)
+    wrong.taps = b.taps.flip(0)              # kernel rows (and taps) in the wrong order
+    broken = {"per tap": runs["per tap"], "kernel rows": bench_floor.kernel_rows(wrong)}
+    with pytest.raises(AssertionError, match="kernel rows"):
+        bench_floor.check_arrangements(b, broken)
+
+
+def test_the_step_estimate_swaps_torch_convolutions_for_their_floors():
+    """``step_estimate``: torch's step, minus its 3x3 convolutions' time, plus their floors (the
+    medians over the runs), for the layers of batch 32 only."""
+    import bench_floor
+    from bench_step import Timer
+    rows = [{"shape": [32, 48, 48, 8], "runs": [{"torch_ms": t, "floor_ms": f}
+                                                for t, f in ((2.0, 3.0), (1.0, 5.0), (4.0, 4.0))]},
+            {"shape": [1, 48, 48, 512], "runs": [{"torch_ms": 100.0, "floor_ms": 900.0}]}]
+    step = bench_floor.step_estimate(rows, torch.device("cpu"), Timer(torch.device("cpu")),
+                                     rounds=1, warmup=0)
+    assert step["layers"] == 1
+    assert step["torch_convolutions_ms"] == 2.0 and step["floors_ms"] == 4.0
+    assert step["estimate_ms"] == pytest.approx(step["torch_step_ms"] + 2.0)
+    assert step["ratio"] == pytest.approx(step["estimate_ms"] / step["torch_step_ms"])
+
+
+def test_each_unet_shape_of_the_floor_is_one_layer_of_the_unet():
+    """The step estimate counts each batch-32 shape of ``FLOOR_SHAPES`` once: the U-Net has
+    exactly one 3x3 convolution of each of those shapes, and no other with 48 outputs."""
+    import bench_floor
+    import scratchnn
+    network = scratchnn.build_network("unet")
+    seen = []
+    forward = scratchnn.Conv2d.forward
+
+    def record(self, x):
+        if self.kernel_size == (3, 3) and self.out_channels == 48 and self.in_channels >= 48:
+            seen.append((x.shape[0], self.in_channels, self.out_channels, x.shape[2]))
+        return forward(self, x)
+
+    scratchnn.Conv2d.forward = record
+    try:
+        with torch.no_grad():
+            network.forward(torch.rand(32, 3, 32, 32))
+    finally:
+        scratchnn.Conv2d.forward = forward
+    assert sorted(seen) == sorted(shape for shape in bench_floor.FLOOR_SHAPES if shape[0] == 32)
 
 
 def test_bench_unet_quick(tmp_path):
@@ -97,7 +176,8 @@ def test_gpu_script_runs_every_benchmark_on_cuda():
 
 @pytest.mark.parametrize("name", ["cpu.json", "conv_cpu.json", "conv_cpu_passive.json",
                                   "scaling_cpu.json", "conv_xeon.json", "pieces_cpu.json",
-                                  "unet_speed_cpu.json", "unet_speed_cpu_before.json"])
+                                  "unet_speed_cpu.json", "unet_speed_cpu_before.json",
+                                  "floor_cpu.json"])
 def test_stored_results_name_their_machine(name):
     path = BENCHMARKS / "results" / name
     if not path.exists():
