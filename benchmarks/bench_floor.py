@@ -1,5 +1,5 @@
-"""How fast could a convolution built from matrix products be? The products alone, against
-torch.nn.Conv2d: a floor under every form of chapter 8 on this machine.
+"""How fast could a convolution built from matrix products be? The products alone, in three
+arrangements, against torch.nn.Conv2d: a floor under the forms made of them, on this machine.
 
 Every fast form in ``scratchnn/nn/fast`` spends most of its time in matrix products; the rest is
 copies (padding, gathering) and element-wise passes. This script times the products *alone*,
@@ -14,11 +14,13 @@ arrangements of the same 3x3 convolution (stride 1, padding 1):
                  package's gathered form without its gather and scatter copies)
 
 and for each pass (forward, input gradient, weight gradient) it keeps the fastest arrangement.
-The sum of those three minima is the *floor*: what the products of the fastest mix of
-arrangements take, with no copy, no padding and no element-wise work at all. A form made of
-these products cannot beat it. Its ratio to the faster of torch's two memory formats
-(forward + backward with autograd, interleaved in the same process) says how close to
-torch any such form can get on this CPU: a limit below the floor cannot be met by any of them.
+The sum of those three minima is the *floor*: what the products of the fastest mix of these
+arrangements take, with no copy, no bias and no element-wise work at all (the per-tap and
+kernel-row products still run over the positions in the padding, as the package's do). A form
+made of these products, arranged in one of these three ways, cannot beat it; other
+arrangements are not measured. Its ratio to the faster of torch's two memory formats (forward
++ backward with autograd, bias included, interleaved in the same process) says how close to
+torch such a form can get on this CPU.
 
 Each arrangement's three results are checked against the per-tap ones before timing.
 
@@ -51,7 +53,7 @@ FLOOR_SHAPES = [(32, 48, 48, 32), (32, 96, 48, 32), (32, 48, 48, 16), (32, 96, 4
 QUICK_SHAPES = [(2, 16, 16, 8)]
 ARRANGEMENTS = ("per tap", "kernel rows", "gathered")
 PASSES = ("forward", "input gradient", "weight gradient")
-GATHERED_MAX_ENTRIES = 2 ** 26     # the gathered buffer of a 512x512 image would take 1-2 GB
+GATHERED_MAX_ENTRIES = 2 ** 26     # the gathered buffer of a 512x512 image: 0.45-0.9 GB
 
 
 class ConvolutionBuffers:
@@ -233,10 +235,11 @@ def torch_contenders(b, memory_format):
 
 
 def step_estimate(rows, device, timer, rounds, warmup, batch=32):
-    """What the U-Net's training step would take if each of its 3x3 convolutions took its floor
-    and everything else ran at torch's speed: torch's step, minus torch's time for those
-    convolutions (measured alone above), plus their floors (medians over the runs). A floor of
-    the step for any form of these products, to compare with issue 23's limit of 1.2."""
+    """An estimate of the U-Net's training step if each of its 3x3 convolutions took its floor
+    and everything else ran at torch's speed: torch's measured step, minus torch's time for
+    those convolutions timed alone (above), plus their floors (medians over the runs). It
+    assumes that a convolution takes as long inside the step as alone, and it drops their bias
+    work. To compare with issue 23's limit of 1.2 for the step."""
     _, nchw, last = twins(device)
     generator = torch.Generator().manual_seed(1)
     x = torch.rand(batch, 3, 32, 32, generator=generator).to(device)
@@ -307,8 +310,8 @@ def main(argv=None):
     step = None
     if not args.quick:
         step = step_estimate(rows, device, timer, args.rounds, args.warmup)
-        print(f"U-Net step at batch {step['batch']}: torch {step['torch_step_ms']:.1f} ms, of "
-              f"which its {step['layers']} 3x3 convolutions alone "
+        print(f"U-Net step at batch {step['batch']}: torch {step['torch_step_ms']:.1f} ms; its "
+              f"{step['layers']} 3x3 convolutions, timed alone: "
               f"{step['torch_convolutions_ms']:.1f}; with their floors instead "
               f"({step['floors_ms']:.1f} ms) "
               f"{step['estimate_ms']:.1f} ms, {step['ratio']:.2f} times torch's step")
