@@ -31,6 +31,7 @@ import argparse
 import datetime
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -51,7 +52,6 @@ FLOOR_SHAPES = [(32, 48, 48, 32), (32, 96, 48, 32), (32, 48, 48, 16), (32, 96, 4
                 (32, 48, 48, 8), (32, 96, 48, 8), (32, 48, 48, 4), (1, 48, 48, 512),
                 (1, 96, 48, 512)]
 QUICK_SHAPES = [(2, 16, 16, 8)]
-ARRANGEMENTS = ("per tap", "kernel rows", "gathered")
 PASSES = ("forward", "input gradient", "weight gradient")
 GATHERED_MAX_ENTRIES = 2 ** 26     # the gathered buffer of a 512x512 image: 0.45-0.9 GB
 
@@ -101,9 +101,9 @@ def per_tap(b):
     taps_t = b.taps.transpose(1, 2).contiguous()
     return {
         "forward": lambda: shifted_rows.add_shifted_products(forward_out, b.rows, layout.offsets,
-                                                             b.taps, overwrite=True),
-        "input gradient": lambda: shifted_rows.add_shifted_products(
-            input_rows, b.spread, b.sent_starts, taps_t, overwrite=True),
+                                                             b.taps),
+        "input gradient": lambda: shifted_rows.add_shifted_products(input_rows, b.spread,
+                                                                    b.sent_starts, taps_t),
         "weight gradient": lambda: torch.cat([long_sum_product(b.rows[s:s + m], b.grad_rows)
                                               for s in layout.offsets]),
     }
@@ -151,6 +151,15 @@ def gathered(b):
             "weight gradient": lambda: long_sum_product(b.gathered, b.grad_pixels)}
 
 
+def arrangements(b):
+    """The three passes of each arrangement, as functions of no argument, by name (without
+    "gathered" where its buffer would be too large)."""
+    runs = {"per tap": per_tap(b), "kernel rows": kernel_rows(b)}
+    if b.gathered is not None:
+        runs["gathered"] = gathered(b)
+    return runs
+
+
 def check_arrangements(b, runs):
     """Every arrangement computes the same three results as the per-tap form (to float32
     rounding): the forward pass and the weight gradient compared whole, the input gradient at
@@ -183,11 +192,8 @@ def check_arrangements(b, runs):
 def time_floor(shape, device, timer, rounds, warmup):
     """Median milliseconds of each pass in each arrangement and of torch.nn.Conv2d's forward +
     backward, interleaved; the floor and its ratio to torch."""
-    batch, c, o, size = shape
     b = ConvolutionBuffers(shape, device)
-    makers = {"per tap": per_tap, "kernel rows": kernel_rows, "gathered": gathered}
-    runs = {name: make(b) for name, make in makers.items()
-            if name != "gathered" or b.gathered is not None}
+    runs = arrangements(b)
     check_arrangements(b, runs)
     contenders = {f"{arrangement}: {name}": run for arrangement, passes in runs.items()
                   for name, run in passes.items()}
@@ -251,17 +257,14 @@ def step_estimate(rows, device, timer, rounds, warmup, batch=32):
                                                             target_last)}
     step_ms = 1000 * min(interleaved_medians(contenders, timer, rounds, warmup).values())
     layers = [row for row in rows if row["shape"][0] == batch]
-    torch_convolutions = sum(median(run["torch_ms"] for run in row["runs"]) for row in layers)
-    floors = sum(median(run["floor_ms"] for run in row["runs"]) for row in layers)
+    def median_over_runs(key):
+        return sum(statistics.median(run[key] for run in row["runs"]) for row in layers)
+
+    torch_convolutions, floors = median_over_runs("torch_ms"), median_over_runs("floor_ms")
     estimate = step_ms - torch_convolutions + floors
     return {"batch": batch, "layers": len(layers), "torch_step_ms": step_ms,
             "torch_convolutions_ms": torch_convolutions, "floors_ms": floors,
             "estimate_ms": estimate, "ratio": estimate / step_ms}
-
-
-def median(values):
-    values = sorted(values)
-    return values[len(values) // 2]
 
 
 def print_row(row):
@@ -300,7 +303,8 @@ def main(argv=None):
     for row in rows:
         for key in ("floor_ratio", "per_tap_ratio", "forward_floor_ratio"):
             values = [run[key] for run in row["runs"]]
-            row[key] = {"min": min(values), "median": median(values), "max": max(values)}
+            row[key] = {"min": min(values), "median": statistics.median(values),
+                        "max": max(values)}
     if len(rows[0]["runs"]) > 1:
         print("ranges over the runs (floor / torch):")
         for row in rows:

@@ -76,9 +76,8 @@ def test_the_floor_arrangements_compute_the_same_convolution(shape):
     import torch.nn.functional as F
     from scratchnn.nn.fast import shifted_rows
     b = bench_floor.ConvolutionBuffers(shape, torch.device("cpu"))
-    runs = {name: make(b) for name, make in (("per tap", bench_floor.per_tap),
-                                            ("kernel rows", bench_floor.kernel_rows),
-                                            ("gathered", bench_floor.gathered))}
+    runs = bench_floor.arrangements(b)
+    assert set(runs) == {"per tap", "kernel rows", "gathered"}
     layout = b.layout
     forward = shifted_rows.output_pixels(runs["per tap"]["forward"](), layout)
     assert torch.allclose(forward, F.conv2d(b.x, b.weight, padding=1), atol=1e-5)

@@ -128,9 +128,10 @@ def max_pool_patches_backward(grad, x, out, kernel_size):
     gradient, multiplied by 0, makes every tap's gradient NaN (torch: the maximum's only).
     """
     (n, c, height, width), (kh, kw) = x.shape, kernel_size
-    covered = height % kh == 0 and width % kw == 0      # else rows no patch reaches: zeros
-    input_grad = (x.new_empty if covered else x.new_zeros)(n, height, width, c)
-    input_grad = input_grad.permute(0, 3, 1, 2)         # channels-last, as the other fast forms
+    shape = (n, height, width, c)                       # channels-last, as the other fast forms
+    covered = height % kh == 0 and width % kw == 0      # else rows no patch reaches get zeros
+    input_grad = x.new_empty(shape) if covered else x.new_zeros(shape)
+    input_grad = input_grad.permute(0, 3, 1, 2)
     grad_taps, unclaimed = pool_taps(input_grad, kernel_size), grad
     for tap, grad_tap in zip(pool_taps(x, kernel_size)[:-1], grad_taps[:-1]):
         passed_on = (out - tap).sign_().mul_(unclaimed)

@@ -242,22 +242,22 @@ def pieces(count):
     return [(start, min(start + step, count)) for start in range(0, count, step)]
 
 
-def add_shifted_products(out, rows, starts, matrices, overwrite=False, bias=None):
-    """out[p] += sum over t of rows[starts[t] + p] @ matrices[t], for every row p of ``out``:
-    the sum that both the forward pass and the input gradient compute, piece by piece.
+def add_shifted_products(out, rows, starts, matrices, bias=None):
+    """out[p] = bias + sum over t of rows[starts[t] + p] @ matrices[t], for every row p of
+    ``out`` (an empty buffer): the sum that both the forward pass and the input gradient
+    compute, piece by piece.
 
-    With ``overwrite`` the first product replaces what ``out`` held instead of adding to it
-    (``beta=0``: the leftovers of an empty buffer, even NaN, are ignored), which saves a pass
-    that would fill it with zeros first. With ``bias`` (O numbers) each piece is first set to
-    the bias, just before its products, while it is in the cache: on a large image that saves
-    a pass over the whole result in memory.
+    With ``bias`` (O numbers) each piece is first set to the bias, just before its products,
+    while it is in the cache: on a large image that saves a pass over the whole result in
+    memory. Without, the first product replaces what the piece held (``beta=0``: the leftovers
+    of an empty buffer, even NaN, are ignored), which saves a pass filling it with zeros.
     """
     for start, stop in pieces(out.shape[0]):
         piece = out[start:stop]
         if bias is not None:
             piece.copy_(bias.expand_as(piece))
         for index, (shift, matrix) in enumerate(zip(starts, matrices)):
-            beta = 0 if overwrite and index == 0 else 1
+            beta = 0 if bias is None and index == 0 else 1
             piece.addmm_(rows[shift + start:shift + stop], matrix, beta=beta)
     return out
 
@@ -266,7 +266,7 @@ def taps_forward(rows, taps, bias, layout):
     """One ``addmm_`` per tap into the (positions, O) result, which starts as the bias; returns
     its output pixels."""
     out = rows.new_empty(layout.positions, taps.shape[2])
-    add_shifted_products(out, rows, layout.offsets, taps, overwrite=bias is None, bias=bias)
+    add_shifted_products(out, rows, layout.offsets, taps, bias)
     return output_pixels(out, layout)
 
 
@@ -374,7 +374,7 @@ def taps_backward(spread, rows, taps, layout):
     tap_grads = torch.cat([long_sum_product(rows[s:s + m], grad_rows) for s in offsets])
     starts = [sent_back_start(layout, offset) for offset in offsets]
     input_rows = add_shifted_products(spread.new_empty(m, taps.shape[1]), spread, starts,
-                                      taps.transpose(1, 2), overwrite=True)
+                                      taps.transpose(1, 2))
     return input_rows, tap_grads
 
 
